@@ -1,0 +1,21 @@
+"""Generic training of any ``nn.Module`` with a loss function: loop, checkpoints, resume,
+early stopping, non-finite guards, SIGTERM handling and DDP. Knows nothing about flows.
+"""
+
+from .checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint
+from .config import DEFAULTS, validate_config
+from .errors import TrainingError, TrainingInterrupted
+from .trainer import resolve_device, seed_everything, train
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "DEFAULTS",
+    "TrainingError",
+    "TrainingInterrupted",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+    "train",
+    "validate_config",
+]
