@@ -47,8 +47,14 @@ def test_two_epochs_then_resume_to_four_is_bit_identical(tmp_path):
         {k: v for k, v in json.loads(x).items() if k not in strip} for x in ref_lines]
 
 
-def test_sigint_mid_epoch_then_resume_is_bit_identical(tmp_path):
-    ref, _ = _straight(tmp_path)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted 4-epoch cosine run the signal tests are compared with."""
+    return _straight(tmp_path_factory.mktemp("ref"))[0]
+
+
+def test_sigint_mid_epoch_then_resume_is_bit_identical(tmp_path, reference):
+    ref = reference
     calls = {"n": 0}
 
     def interrupting(model, batch):
@@ -70,8 +76,8 @@ def test_sigint_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
 
 
-def test_sigterm_after_last_batch_resumes_into_validation(tmp_path):
-    ref, _ = _straight(tmp_path)
+def test_sigterm_after_last_batch_resumes_into_validation(tmp_path, reference):
+    ref = reference
     calls = {"n": 0}
 
     def interrupting(model, batch):
