@@ -1,0 +1,325 @@
+"""Density estimation: fit a flow to samples, then sample it and score it.
+
+Config keys used here: ``flow`` (a :func:`flowctl.flows.build` spec; ``features: null`` takes
+the data's dimension), ``data`` (a toy: ``kind: ring|moons|checkerboard|gmm``, or
+``kind: table`` with ``path``/``key``/``columns``), ``trainer`` (see configs/trainer/),
+``n`` (samples for ``sample``) and ``eval`` (sizes for ``evaluate``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowctl.apps.common import (
+    UserError,
+    find_checkpoint,
+    is_main_process,
+    read_config,
+    read_metrics_jsonl,
+    update_metrics_json,
+    write_config,
+)
+from flowctl.data.table import DataError, load_table, split
+from flowctl.data.toy import TOYS, Toy, make_toy
+
+__all__ = ["COMMANDS", "evaluate", "load_data", "load_flow", "sample", "train"]
+
+TOY_KEYS = ("kind", "n_train", "n_val", "n_test", "seed", "params", "path", "key", "columns",
+            "delimiter", "split")
+
+
+@dataclass
+class DensityData:
+    """Train/val/test arrays ``[N, D]`` (float32) and, for toys, the true distribution."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    truth: Toy | None = None
+    source: str = ""
+
+    @property
+    def dim(self) -> int:
+        return int(self.train.shape[1])
+
+
+def _toy(data_cfg: dict[str, Any]) -> Toy:
+    kind = data_cfg.get("kind")
+    params = dict(data_cfg.get("params") or {})
+    try:
+        return make_toy(kind, **params)
+    except TypeError as exc:
+        raise UserError(f"data.params for toy {kind!r}: {exc}") from None
+
+
+def load_data(data_cfg: dict[str, Any]) -> DensityData:
+    """Build train/val/test sets from the ``data`` config."""
+    kind = data_cfg.get("kind")
+    seed = int(data_cfg.get("seed", 0))
+    if kind == "table" or (kind not in TOYS and data_cfg.get("path")):
+        path = data_cfg.get("path")
+        if not path:
+            raise UserError("data.path is required for table data: pass data.path=FILE")
+        x = load_table(path, key=data_cfg.get("key"), columns=data_cfg.get("columns"),
+                       delimiter=data_cfg.get("delimiter"))
+        tr, va, te = split(x, data_cfg.get("split") or (0.8, 0.1, 0.1), seed=seed)
+        return DensityData(tr, va, te, None, str(path))
+    if kind not in TOYS:
+        raise UserError(f"unknown data.kind {kind!r}; available: table, {', '.join(TOYS)}")
+    toy = _toy(data_cfg)
+    sets = []
+    for i, key in enumerate(("n_train", "n_val", "n_test")):
+        n = int(data_cfg.get(key, 0))
+        rng = np.random.default_rng([seed, i])
+        sets.append(toy.sample(n, rng).astype(np.float32))
+    return DensityData(*sets, truth=toy, source=f"toy:{kind}")
+
+
+def _flow_spec(cfg: dict[str, Any], dim: int) -> dict[str, Any]:
+    spec = dict(cfg["flow"])
+    if spec.get("features") is None:
+        spec["features"] = dim
+    elif int(spec["features"]) != dim:
+        raise UserError(f"flow.features={spec['features']} but the data has {dim} columns")
+    return spec
+
+
+def _build(spec: dict[str, Any]) -> torch.nn.Module:
+    from flowctl.flows import build
+
+    try:
+        return build(spec)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"flow config: {exc}") from None
+
+
+def _nll_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return -model.log_prob(batch[0]).mean()
+
+
+def _write_loss_curve(run_dir: Path) -> Path | None:
+    records = read_metrics_jsonl(run_dir)
+    if not records or not is_main_process():
+        return None
+    from flowctl.plots.density import loss_curve, save
+
+    return save(loss_curve(records), run_dir / "plots" / "loss.png")
+
+
+def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Fit the flow by maximum likelihood; writes checkpoints, metrics and a loss curve."""
+    from torch.utils.data import TensorDataset
+
+    from flowctl.training import seed_everything
+    from flowctl.training import train as fit
+
+    t0 = time.perf_counter()
+    data = load_data(cfg["data"])
+    cfg["flow"] = _flow_spec(cfg, data.dim)
+    write_config(run_dir, cfg)  # features filled in: the run dir alone rebuilds the flow
+    seed_everything(int(cfg["trainer"].get("seed", 0)))
+    flow = _build(cfg["flow"])
+    flow.initialize(torch.from_numpy(data.train))
+    summary = fit(flow, _nll_loss, TensorDataset(torch.from_numpy(data.train)),
+                  TensorDataset(torch.from_numpy(data.val)), cfg["trainer"], run_dir,
+                  run_config=cfg)
+    _write_loss_curve(run_dir)
+    out = {
+        "command": "train",
+        "data": data.source,
+        "dim": data.dim,
+        "n_train": len(data.train),
+        "parameters": sum(p.numel() for p in flow.parameters()),
+        "best_val_nll": summary.get("best_val_loss"),
+        "best_epoch": summary.get("best_epoch"),
+        "epochs": summary.get("epochs"),
+        "steps": summary.get("steps"),
+        "train_wall_s": round(time.perf_counter() - t0, 2),
+        "stopped_reason": summary.get("stopped_reason"),
+        "skipped_batches": summary.get("skipped_batches"),
+        "restores": summary.get("restores"),
+    }
+    update_metrics_json(run_dir, {"train": out})
+    if is_main_process():
+        print(f"train: {data.source} D={data.dim}, {out['parameters']} parameters, "
+              f"best val NLL {_fmt(out['best_val_nll'])} nats at epoch {out['best_epoch']}, "
+              f"{out['train_wall_s']:.1f} s")
+        print(f"run directory: {run_dir}")
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) and math.isfinite(v) else str(v)
+
+
+def load_flow(cfg: dict[str, Any], run_dir: Path, which: str = "best") -> torch.nn.Module:
+    """Rebuild the run's flow from its config and load its best (or last) weights."""
+    from flowctl.training import TrainingError, load_checkpoint
+
+    spec = dict(cfg["flow"])
+    if spec.get("features") is None:
+        raise UserError(f"run directory {run_dir}: config.yaml has no flow.features; "
+                        "was it written by `flowctl train`?")
+    flow = _build(spec)
+    path = find_checkpoint(run_dir, which)
+    if path is None:
+        raise UserError(f"run directory {run_dir} has no checkpoint (checkpoints/best.pt)")
+    try:
+        ckpt = load_checkpoint(path)
+    except TrainingError as exc:
+        raise UserError(str(exc)) from None
+    state = ckpt.get("model", ckpt)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        flow.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"run directory {run_dir} is incompatible: {path.name} does not match "
+                        f"the flow in config.yaml ({first})") from None
+    flow.eval()
+    return flow
+
+
+@torch.no_grad()
+def _log_prob(flow: torch.nn.Module, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), batch):
+        xb = torch.as_tensor(x[i:i + batch], dtype=torch.float32)
+        out.append(flow.log_prob(xb).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@torch.no_grad()
+def _sample(flow: torch.nn.Module, n: int, batch: int = 8192) -> np.ndarray:
+    out = []
+    for i in range(0, n, batch):
+        out.append(flow.sample(min(batch, n - i)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Draw ``n`` samples from the trained flow into ``run_dir/samples.h5`` (dataset samples)."""
+    import h5py
+
+    n = int(cfg.get("n", 10000))
+    if n <= 0:
+        raise UserError(f"n must be a positive integer, got {n}")
+    seed = int(cfg.get("seed", 0))
+    torch.manual_seed(seed)
+    flow = load_flow(cfg, run_dir)
+    t0 = time.perf_counter()
+    x = _sample(flow, n)
+    dt = time.perf_counter() - t0
+    path = run_dir / "samples.h5"
+    if is_main_process():
+        tmp = path.with_suffix(".h5.tmp")
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("samples", data=x, compression="gzip", compression_opts=1)
+            f.attrs["n"] = n
+            f.attrs["seed"] = seed
+        tmp.replace(path)
+    out = {"command": "sample", "n": n, "file": str(path), "seconds": round(dt, 3),
+           "samples_per_s": round(n / max(dt, 1e-9), 1)}
+    update_metrics_json(run_dir, {"sample": out})
+    if is_main_process():
+        print(f"sample: {n} samples in {dt:.2f} s -> {path} (dataset 'samples')")
+    return out
+
+
+def _grid(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xs = np.linspace(lo[0], hi[0], n)
+    ys = np.linspace(lo[1], hi[1], n)
+    xx, yy = np.meshgrid(xs, ys)
+    return xs, ys, np.stack([xx.ravel(), yy.ravel()], 1)
+
+
+def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Test NLL (± s.e.), KL(p||q) for exact toys, and plots; or the NLL of a table file."""
+    from flowctl.metrics.density import kl_divergence, nll
+    from flowctl.plots import density as P
+
+    ev = dict(cfg.get("eval") or {})
+    seed = int(cfg.get("seed", 0))
+    flow = load_flow(cfg, run_dir)
+    dim = int(cfg["flow"]["features"])
+    data_cfg = dict(cfg["data"])
+    out: dict[str, Any] = {"command": "evaluate"}
+    plots: list[str] = []
+    main = is_main_process()
+
+    table_path = data_cfg.get("path")
+    trained_on = (read_config(run_dir).get("data") or {}).get("path")
+    if table_path and (data_cfg.get("kind") != "table" or table_path != trained_on):
+        # evaluate run=D data.path=FILE on a run trained on other data: score all rows.
+        x = load_table(table_path, key=data_cfg.get("key"), columns=data_cfg.get("columns"),
+                       delimiter=data_cfg.get("delimiter"))
+        if x.shape[1] != dim:
+            raise DataError(f"{table_path}: has {x.shape[1]} columns but the flow in {run_dir} "
+                            f"models {dim}; pick columns with data.columns=[...]")
+        m, se = nll(_log_prob(flow, x))
+        out.update({"file": str(table_path), "rows": len(x), "nll": m, "nll_se": se})
+        update_metrics_json(run_dir, {"evaluate_file": out})
+        if main:
+            print(f"evaluate: {table_path}: {len(x)} rows, mean NLL {m:.4f} ± {se:.4f} nats")
+        return out
+
+    try:
+        data = load_data(data_cfg)
+    except DataError as exc:
+        raise UserError(f"cannot reload the run's data: {exc}") from None
+    if data.dim != dim:
+        raise UserError(f"run directory {run_dir} is incompatible: its data has {data.dim} "
+                        f"columns but its flow models {dim}")
+    lq_test = _log_prob(flow, data.test)
+    m, se = nll(lq_test)
+    out.update({"data": data.source, "n_test": len(data.test), "test_nll": m, "test_nll_se": se})
+    truth = data.truth
+    if truth is not None and truth.exact:
+        n_kl = int(ev.get("n_kl", 100000))
+        x = truth.sample(n_kl, np.random.default_rng([seed, 1000])).astype(np.float32)
+        kl, kl_se = kl_divergence(truth.log_prob(x), _log_prob(flow, x))
+        test_true = float(-np.mean(truth.log_prob(data.test)))
+        out.update({"kl": kl, "kl_se": kl_se, "n_kl": n_kl, "test_nll_truth": test_true})
+
+    n_plot = int(ev.get("n_plot", 20000))
+    if main and ev.get("plots", True):
+        torch.manual_seed(seed)
+        xs_flow = _sample(flow, n_plot)
+        ref = data.test[:n_plot]
+        plots.append(str(P.save(P.samples_figure(xs_flow, ref), run_dir / "plots" / "samples.png")))
+        if dim == 2:
+            both = np.concatenate([ref, xs_flow])
+            lo, hi = np.quantile(both, 0.002, axis=0), np.quantile(both, 0.998, axis=0)
+            pad = 0.1 * (hi - lo)
+            xs, ys, grid = _grid(lo - pad, hi + pad, int(ev.get("grid", 200)))
+            shape = (len(ys), len(xs))
+            lq = _log_prob(flow, grid.astype(np.float32)).reshape(shape)
+            lp = None
+            if truth is not None and truth.exact:
+                lp = truth.log_prob(grid).reshape(shape)
+            fig = P.density_heatmaps(xs, ys, lq, lp)
+            plots.append(str(P.save(fig, run_dir / "plots" / "density.png")))
+        curve = _write_loss_curve(run_dir)
+        if curve is not None:
+            plots.append(str(curve))
+    out["plots"] = plots
+    update_metrics_json(run_dir, {"evaluate": out})
+    if main:
+        line = f"evaluate: {data.source}: test NLL {m:.4f} ± {se:.4f} nats ({len(data.test)} rows)"
+        if "kl" in out:
+            line += (f"; KL(p||q) {out['kl']:.4f} ± {out['kl_se']:.4f} nats "
+                     f"(truth NLL {out['test_nll_truth']:.4f})")
+        print(line)
+        if plots:
+            print(f"plots: {run_dir / 'plots'}")
+    return out
+
+
+COMMANDS = {"train": train, "sample": sample, "evaluate": evaluate}

@@ -1,0 +1,1 @@
+"""Figures from arrays, one module per application (matplotlib, Agg backend)."""
