@@ -1,0 +1,53 @@
+"""flowctl.flows: normalizing flows in pure PyTorch (no Hydra, files or plots).
+
+Transforms map data to latent: ``forward(x, context) -> (z, log|det dz/dx|)`` and
+``inverse(z, context) -> (x, log|det dx/dz|)``; :func:`build` makes any flow from a dict.
+"""
+
+from .autoregressive import MaskedAutoregressive, iaf_layer
+from .build import DEFAULTS, build
+from .core import Chain, Flow, Inverse, Transform, broadcast_context
+from .coupling import MLP, Coupling, alternating_masks, binary_masks
+from .distributions import BoxUniform, StandardNormal, make_base
+from .elementwise import RQS, Affine, ElementwiseFamily, UnitRQS, make_family
+from .made import MADE, MaskedLinear
+from .normalization import ActNorm, BatchNorm
+from .permutations import Permutation, make_permutations
+from .preprocessing import Logit, MinMax, Standardize
+from .splines import rational_quadratic_spline, unconstrained_rqs, unit_rqs
+
+__all__ = [
+    "DEFAULTS",
+    "MADE",
+    "MLP",
+    "RQS",
+    "ActNorm",
+    "Affine",
+    "BatchNorm",
+    "BoxUniform",
+    "Chain",
+    "Coupling",
+    "ElementwiseFamily",
+    "Flow",
+    "Inverse",
+    "Logit",
+    "MaskedAutoregressive",
+    "MaskedLinear",
+    "MinMax",
+    "Permutation",
+    "StandardNormal",
+    "Standardize",
+    "Transform",
+    "UnitRQS",
+    "alternating_masks",
+    "binary_masks",
+    "broadcast_context",
+    "build",
+    "iaf_layer",
+    "make_base",
+    "make_family",
+    "make_permutations",
+    "rational_quadratic_spline",
+    "unconstrained_rqs",
+    "unit_rqs",
+]

@@ -1,0 +1,138 @@
+"""``build(spec) -> Flow``: every flow kind from a plain dict (what a config group holds).
+
+Example::
+
+    >>> from flowctl.flows import build
+    >>> flow = build({"kind": "maf", "features": 4, "context": 1, "transforms": 3,
+    ...               "hidden": [32, 32], "transform": "rqs", "bins": 8, "tail_bound": 3.0})
+    >>> flow.log_prob(torch.randn(5, 4), torch.randn(5, 1)).shape
+    torch.Size([5])
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from .autoregressive import MaskedAutoregressive, iaf_layer
+from .core import Chain, Flow, Transform
+from .coupling import Coupling, alternating_masks, binary_masks
+from .distributions import make_base
+from .elementwise import make_family
+from .normalization import make_norm
+from .permutations import Permutation, make_permutations
+from .preprocessing import make_preprocessing
+
+KINDS = ("coupling", "maf", "iaf")
+
+DEFAULTS: dict[str, Any] = {
+    "kind": None,            # coupling | maf | iaf
+    "features": None,        # D
+    "context": 0,            # C (0 = unconditional)
+    "transforms": 5,         # number of coupling / autoregressive layers
+    "hidden": [64, 64],      # conditioner widths
+    "transform": "rqs",      # affine | rqs
+    "bins": 8,               # spline bins K
+    "tail_bound": 3.0,       # spline box [-B, B] (identity outside)
+    "dropout": 0.0,
+    "residual": False,       # residual blocks in the conditioner
+    "activation": "relu",
+    "permutation": None,     # none | reverse | random | [indices] | [[indices], ...]
+    "seed": 0,               # seed of random permutations
+    "norm": "none",          # none | actnorm | batchnorm (before each layer)
+    "base": None,            # normal | uniform (default: normal, uniform for domain unit)
+    "domain": "real",        # real | unit (flows on the unit hypercube)
+    "mask": "alternating",   # coupling masks: alternating | binary (i-flow)
+    "standardize": False,    # shorthand for preprocessing: [{kind: standardize}]
+    "preprocessing": [],     # [{kind: minmax|logit|standardize, ...}, ...] applied first
+}
+
+
+def _check_keys(spec: Mapping[str, Any]) -> None:
+    for key in spec:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown flow key {key!r}{hint} (valid: {', '.join(DEFAULTS)})")
+
+
+def _int(spec: Mapping[str, Any], key: str, minimum: int) -> int:
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"flow key {key!r} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def build(spec: Mapping[str, Any]) -> Flow:
+    """Build a :class:`Flow` from a dict; see ``DEFAULTS`` for the keys and their defaults."""
+    _check_keys(spec)
+    s = {**DEFAULTS, **dict(spec)}
+    kind = s["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"flow key 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    if s["features"] is None:
+        raise ValueError("flow key 'features' is required")
+    d = _int(s, "features", 1)
+    c = _int(s, "context", 0)
+    n_layers = _int(s, "transforms", 1)
+    hidden = [int(h) for h in s["hidden"]]
+    domain = s["domain"]
+    if domain not in ("real", "unit"):
+        raise ValueError(f"flow key 'domain' must be real or unit, got {domain!r}")
+    base = s["base"] or ("uniform" if domain == "unit" else "normal")
+    perm_spec = s["permutation"]
+    if perm_spec is None:
+        perm_spec = "random" if kind == "coupling" else "reverse"
+    if kind == "coupling" and s["mask"] == "binary":
+        perm_spec = "none"  # the binary pattern fixes which features talk to which
+    perms = make_permutations(perm_spec, d, n_layers, seed=int(s["seed"]))
+
+    if kind == "coupling":
+        if s["mask"] == "binary":
+            masks = binary_masks(d)
+            if n_layers % len(masks):
+                raise ValueError(f"binary masks come in groups of {len(masks)} for "
+                                 f"{d} features; set transforms to a multiple of it")
+            masks = masks * (n_layers // len(masks))
+        elif s["mask"] == "alternating":
+            masks = alternating_masks(d, n_layers, perms)
+        else:
+            raise ValueError(f"flow key 'mask' must be alternating or binary, got {s['mask']!r}")
+        _check_coverage(masks, perms, d)
+
+    layers: list[Transform] = [make_preprocessing(p, d) for p in s["preprocessing"]]
+    if s["standardize"]:
+        layers.insert(0, make_preprocessing({"kind": "standardize"}, d))
+    common = {"hidden": hidden, "context": c, "residual": bool(s["residual"]),
+              "dropout": float(s["dropout"]), "activation": s["activation"]}
+    for i in range(n_layers):
+        if perms[i] is not None:
+            layers.append(Permutation(perms[i]))
+        norm = make_norm(s["norm"], d)
+        if norm is not None:
+            layers.append(norm)
+        family = make_family(s["transform"], int(s["bins"]), float(s["tail_bound"]), domain)
+        if kind == "coupling":
+            layers.append(Coupling(masks[i], family, **common))
+        elif kind == "maf":
+            layers.append(MaskedAutoregressive(d, family, **common))
+        else:
+            layers.append(iaf_layer(d, family, **common))
+    return Flow(Chain(layers), make_base(base, d), features=d, context=c)
+
+
+def _check_coverage(masks: list, perms: list, d: int) -> None:
+    """Raise if some feature is never transformed by any coupling layer."""
+    import torch
+
+    current = torch.arange(d)
+    seen = torch.zeros(d, dtype=torch.bool)
+    for mask, perm in zip(masks, perms):
+        if perm is not None:
+            current = current[perm]
+        seen[current[mask]] = True
+    if not bool(seen.all()):
+        missing = torch.nonzero(~seen).flatten().tolist()
+        raise ValueError(f"coupling masks leave features {missing} untransformed; "
+                         "use more transforms or another permutation")

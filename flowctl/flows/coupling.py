@@ -1,0 +1,150 @@
+"""Coupling (bipartite) transforms: RealNVP (Dinh et al. 2016, arXiv:1605.08803) and NSF-C
+(Durkan et al. 2019, arXiv:1906.04032).
+
+A boolean mask splits the features: the masked-out part passes unchanged and conditions, through
+an MLP (with the context concatenated), the element-wise map of the masked-in part. Both
+directions cost one conditioner pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .core import Transform
+from .elementwise import ElementwiseFamily
+from .made import make_activation
+
+
+class MLP(nn.Module):
+    """``[N, in] -> [N, out]``; optional residual blocks; last layer zeroed (identity flow)."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: list[int],
+                 residual: bool = False, dropout: float = 0.0, activation: str = "relu",
+                 zero_init: bool = True) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("the conditioner MLP needs at least one hidden layer")
+        if residual and len(set(hidden)) != 1:
+            raise ValueError(f"residual conditioner needs equal hidden widths, got {hidden}")
+        self.residual = residual
+        self.input_layer = nn.Linear(in_features, hidden[0])
+        if residual:
+            self.hidden_layers = nn.ModuleList(
+                nn.Linear(hidden[0], hidden[0]) for _ in range(2 * (len(hidden) - 1)))
+        else:
+            self.hidden_layers = nn.ModuleList(
+                nn.Linear(hidden[i], hidden[i + 1]) for i in range(len(hidden) - 1))
+        self.output_layer = nn.Linear(hidden[-1], out_features)
+        self.activation = make_activation(activation)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if zero_init:
+            nn.init.zeros_(self.output_layer.weight)
+            nn.init.zeros_(self.output_layer.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.input_layer(x)
+        if self.residual:
+            for first, second in zip(self.hidden_layers[0::2], self.hidden_layers[1::2]):
+                r = first(self.activation(h))
+                h = h + second(self.dropout(self.activation(r)))
+            h = self.dropout(self.activation(h))
+        else:
+            h = self.dropout(self.activation(h))
+            for layer in self.hidden_layers:
+                h = self.dropout(self.activation(layer(h)))
+        return self.output_layer(h)
+
+
+class Coupling(Transform):
+    """``z_B = τ(x_B; θ(x_A, context))``, ``z_A = x_A`` where ``mask`` marks B (transformed).
+
+    Args:
+        mask: bool ``[D]``, True for the transformed features (at least one of each kind).
+        family: element-wise map τ.
+        hidden, context, residual, dropout, activation: the conditioner MLP.
+    """
+
+    def __init__(self, mask: Tensor, family: ElementwiseFamily, hidden: list[int],
+                 context: int = 0, residual: bool = False, dropout: float = 0.0,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        n_tr = int(mask.sum())
+        if n_tr == 0 or n_tr == mask.numel():
+            raise ValueError("a coupling mask must transform some but not all features")
+        identity_idx = torch.nonzero(~mask).flatten()
+        transform_idx = torch.nonzero(mask).flatten()
+        order = torch.cat([identity_idx, transform_idx])
+        self.register_buffer("identity_idx", identity_idx)
+        self.register_buffer("transform_idx", transform_idx)
+        self.register_buffer("unsort", torch.argsort(order))
+        self.family = family
+        self.n_transformed = n_tr
+        self.net = MLP(len(identity_idx) + context, n_tr * family.num_params, hidden,
+                       residual=residual, dropout=dropout, activation=activation)
+
+    def _params(self, x_id: Tensor, context: Tensor | None) -> Tensor:
+        h = x_id if context is None else torch.cat([x_id, context], dim=-1)
+        return self.net(h).view(x_id.shape[0], self.n_transformed, self.family.num_params)
+
+    def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        x_id = x.index_select(1, self.identity_idx)
+        x_tr = x.index_select(1, self.transform_idx)
+        params = self._params(x_id, context)
+        step = self.family.inverse if inverse else self.family.forward
+        y_tr, ladj = step(x_tr, params)
+        y = torch.cat([x_id, y_tr], dim=-1).index_select(1, self.unsort)
+        return y, ladj.sum(-1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(x, context, inverse=False)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(z, context, inverse=True)
+
+
+def binary_masks(features: int) -> list[Tensor]:
+    """i-flow masks: for each bit b of the feature index, the features whose bit b is 1 and
+    its complement — ``2⌈log2 D⌉`` masks, after which every pair of features has been split."""
+    if features < 2:
+        raise ValueError("binary masks need at least 2 features")
+    bits = math.ceil(math.log2(features))
+    idx = torch.arange(features)
+    masks = []
+    for b in range(bits):
+        m = ((idx >> b) & 1).bool()
+        masks += [m, ~m]
+    return masks
+
+
+def alternating_masks(features: int, layers: int, permutations: list[Tensor | None]) -> list[Tensor]:
+    """Half/half masks: each layer transforms whichever half (first or second, in the current
+    order after the permutations so far) holds more never-transformed features, then the one
+    transformed less often, so every original feature is transformed early and about equally.
+
+    ``permutations[l]`` is the feature permutation applied just before layer ``l`` (or None).
+    """
+    if features < 2:
+        raise ValueError("a coupling flow needs at least 2 features")
+    current = torch.arange(features)      # current position -> original feature
+    counts = torch.zeros(features)
+    half = features // 2
+    first = torch.zeros(features, dtype=torch.bool)
+    first[:half] = True
+    masks = []
+    for layer in range(layers):
+        perm = permutations[layer]
+        if perm is not None:
+            current = current[perm]
+        options = [~first, first]  # transform the second half, or the first half
+        # prefer the half with more never-transformed features, then the less used one
+        scores = [(-(counts[current[m]] == 0).sum().item(), counts[current[m]].mean().item())
+                  for m in options]
+        pick = 0 if scores[0] < scores[1] else 1 if scores[1] < scores[0] else layer % 2
+        mask = options[pick]
+        counts[current[mask]] += 1
+        masks.append(mask)
+    return masks

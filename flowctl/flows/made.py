@@ -1,0 +1,116 @@
+"""MADE: masked autoencoder for distribution estimation (Germain et al. 2015, arXiv:1502.03509).
+
+Input ``i`` (1-based) has degree ``i``; a hidden unit of degree ``d`` sees inputs ``1..d``; the
+parameters of output dimension ``i`` see hidden units of degree ``< i``. Hidden units are laid
+out **sorted by degree**, so "all units of degree ≤ d" is a prefix of every hidden layer (the
+incremental inversion in :mod:`flowctl.flows.autoregressive` relies on this).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+               "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Activation by name (relu, gelu, silu, tanh, elu, leaky_relu)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def hidden_degrees(width: int, features: int) -> Tensor:
+    """Sorted degrees in ``1..max(1, D-1)`` spread evenly over ``width`` units."""
+    top = max(1, features - 1)
+    return torch.arange(width) * top // width + 1
+
+
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` whose weight is multiplied by a fixed 0/1 mask ``[out, in]``."""
+
+    def __init__(self, in_degrees: Tensor, out_degrees: Tensor, strict: bool) -> None:
+        super().__init__(len(in_degrees), len(out_degrees))
+        if strict:
+            mask = out_degrees[:, None] > in_degrees[None, :]
+        else:
+            mask = out_degrees[:, None] >= in_degrees[None, :]
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+        self.register_buffer("in_degrees", in_degrees.clone())
+        self.register_buffer("out_degrees", out_degrees.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Autoregressive conditioner ``x [N, D] (+ context [N, C]) -> params [N, D, P]``.
+
+    ``params[:, i]`` depends only on ``x[:, :i]`` (and the context).
+
+    Args:
+        features: D.
+        params_per_dim: P, e.g. 2 for affine, 3K-1 for an RQ spline.
+        hidden: widths of the hidden layers; with ``residual=True`` all must be equal and
+            every entry after the first adds a residual block of two masked layers
+            (pre-activation ResMADE).
+        context: C, added to the first hidden layer through an unmasked linear map.
+        dropout: dropout probability on hidden activations.
+        zero_init: zero the output layer, so that the conditioner outputs 0 (identity flow).
+    """
+
+    def __init__(self, features: int, params_per_dim: int, hidden: list[int],
+                 context: int = 0, residual: bool = False, dropout: float = 0.0,
+                 activation: str = "relu", zero_init: bool = True) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("MADE needs at least one hidden layer")
+        if residual and len(set(hidden)) != 1:
+            raise ValueError(f"residual MADE needs equal hidden widths, got {hidden}")
+        self.features = features
+        self.params_per_dim = params_per_dim
+        self.residual = residual
+        in_deg = torch.arange(1, features + 1)
+        degrees = [hidden_degrees(h, features) for h in hidden]
+        self.input_layer = MaskedLinear(in_deg, degrees[0], strict=False)
+        self.context_layer = nn.Linear(context, hidden[0]) if context > 0 else None
+        if residual:  # one residual block of two masked layers per further entry of `hidden`
+            pairs = [(degrees[0], degrees[0])] * (2 * (len(hidden) - 1))
+        else:
+            pairs = [(degrees[i], degrees[i + 1]) for i in range(len(hidden) - 1)]
+        self.hidden_layers = nn.ModuleList(
+            MaskedLinear(d_in, d_out, strict=False) for d_in, d_out in pairs)
+        out_deg = torch.arange(1, features + 1).repeat_interleave(params_per_dim)
+        self.output_layer = MaskedLinear(degrees[-1], out_deg, strict=True)
+        self.activation = make_activation(activation)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if zero_init:
+            nn.init.zeros_(self.output_layer.weight)
+            nn.init.zeros_(self.output_layer.bias)
+        if residual:
+            for second in self.hidden_layers[1::2]:
+                nn.init.uniform_(second.weight, -1e-3, 1e-3)
+
+    def hidden_state(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Last hidden layer after its activation (and dropout), ``[N, H]``."""
+        h = self.input_layer(x)
+        if self.context_layer is not None:
+            h = h + self.context_layer(context)
+        if self.residual:
+            for first, second in zip(self.hidden_layers[0::2], self.hidden_layers[1::2]):
+                r = first(self.activation(h))
+                r = second(self.dropout(self.activation(r)))
+                h = h + r
+            return self.dropout(self.activation(h))
+        h = self.dropout(self.activation(h))
+        for layer in self.hidden_layers:
+            h = self.dropout(self.activation(layer(h)))
+        return h
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``x [N, D] -> params [N, D, P]``."""
+        out = self.output_layer(self.hidden_state(x, context))
+        return out.view(x.shape[0], self.features, self.params_per_dim)
