@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    Subset,
+    TensorDataset,
+)
 
 from . import distributed as D
 from .checkpoint import (
@@ -95,6 +102,28 @@ def _as_tuple(batch: Any) -> tuple[Any, ...]:
     return tuple(batch)
 
 
+def _batch_indexable(ds: Dataset) -> bool:
+    """True if ``ds[list_of_indices]`` returns a whole batch (TensorDataset, or Subsets of it)."""
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    return isinstance(ds, TensorDataset)
+
+
+def _loader(ds: Dataset, sampler: Sampler[int], batch_size: int, num_workers: int, pin: bool,
+            generator: torch.Generator | None) -> DataLoader:
+    """A DataLoader over ``sampler``'s order; TensorDatasets are indexed a batch at a time
+    (one gather per tensor instead of ``batch_size`` item look-ups and a collate)."""
+    if _batch_indexable(ds):
+        base = ds
+        while isinstance(base, Subset):
+            base = base.dataset
+        pin = pin and all(not t.is_cuda for t in base.tensors)  # type: ignore[attr-defined]
+        return DataLoader(ds, batch_size=None, sampler=BatchSampler(sampler, batch_size, False),
+                          num_workers=num_workers, pin_memory=pin, generator=generator)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin, generator=generator, drop_last=False)
+
+
 class _StopSignals:
     """SIGTERM/SIGINT handlers that only raise a flag; the old handlers come back on exit."""
 
@@ -146,16 +175,13 @@ class _Run:
         self.sampler = D.ResumableSampler(train_set, seed=c["seed"], rank=ctx.rank,
                                           world_size=ctx.world_size)
         self.loader_gen = torch.Generator()
-        pin = device.type == "cuda"
-        self.loader = DataLoader(train_set, batch_size=self.bs, sampler=self.sampler,
-                                 num_workers=c["num_workers"], pin_memory=pin,
-                                 generator=self.loader_gen, drop_last=False)
+        self.loader = _loader(train_set, self.sampler, self.bs, c["num_workers"],
+                              device.type == "cuda", self.loader_gen)
         self.val_loader = None
         if val_set is not None:
-            self.val_loader = DataLoader(val_set, batch_size=self.bs,
-                                         sampler=D.ShardSampler(len(val_set), ctx.rank,  # type: ignore[arg-type]
-                                                                ctx.world_size),
-                                         num_workers=c["num_workers"], pin_memory=pin)
+            shard = D.ShardSampler(len(val_set), ctx.rank, ctx.world_size)  # type: ignore[arg-type]
+            self.val_loader = _loader(val_set, shard, self.bs, c["num_workers"],
+                                      device.type == "cuda", None)
         self.per_rank = self.sampler.num_samples
         self.steps_per_epoch = math.ceil(self.per_rank / self.bs)
         if self.steps_per_epoch == 0:
@@ -555,8 +581,9 @@ def train(
     ctx = D.setup(device.type)
     ok = False
     try:
-        if ctx.enabled and device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", ctx.local_rank)
+        if device.type == "cuda" and device.index is None:
+            index = ctx.local_rank if ctx.enabled else torch.cuda.current_device()
+            device = torch.device("cuda", index)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         run_dir = Path(run_dir)

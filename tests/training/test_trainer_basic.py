@@ -160,3 +160,21 @@ def test_bad_loss_shape_and_empty_model(tmp_path):
         p.requires_grad_(False)
     with pytest.raises(TrainingError, match="no trainable"):
         train(frozen, mse, make_data(64), None, cfg(), tmp_path / "b")
+
+
+def test_batched_fast_path_matches_per_item_loading(tmp_path):
+    data = make_data()
+
+    class PerItem(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            return data[i]
+
+    a, b, c = make_model(), make_model(), make_model()
+    train(a, mse, data, data, cfg(batch_size=48), tmp_path / "a")
+    train(b, mse, PerItem(), PerItem(), cfg(batch_size=48), tmp_path / "b")
+    sub = torch.utils.data.Subset(data, list(range(len(data))))
+    train(c, mse, sub, sub, cfg(batch_size=48), tmp_path / "c")
+    assert same_weights(a, b) and same_weights(a, c)
