@@ -14,6 +14,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+_GROUPS_CREATED = 0  # process groups created by setup() in this process
+
 
 @dataclass
 class DistContext:
@@ -51,8 +53,15 @@ def setup(device_type: str) -> DistContext:
                            int(os.environ.get("LOCAL_RANK", "0")), created=False)
     if env_world_size() <= 1 or not dist.is_available():
         return DistContext()
+    global _GROUPS_CREATED
     backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://")
+    # Rendezvous through torchrun's env:// store, under a fresh key prefix per group we create:
+    # a second train() in the same process (after teardown destroyed the first group) must not
+    # read the stale addresses the first group left in the store.
+    store, rank, world = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"flowctl_training_{_GROUPS_CREATED}", store)
+    _GROUPS_CREATED += 1
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
     return DistContext(dist.get_world_size(), dist.get_rank(),
                        int(os.environ.get("LOCAL_RANK", "0")), created=True)
 

@@ -274,9 +274,13 @@ class _Run:
 
     def resume(self) -> None:
         """Load ``checkpoints/last.pt`` into model/optimizer/counters/RNG, if present."""
-        if not self.last_path.is_file():
+        seen = int(D.all_reduce([float(self.last_path.is_file())], self.ctx)[0])
+        if seen == 0:
             self.progress.message(f"resume: no checkpoint at {self.last_path}; starting fresh")
             return
+        if seen != self.ctx.world_size:  # run_dir must be on a file system all ranks share
+            raise TrainingError(f"cannot resume: {self.last_path} is visible to {seen} of "
+                                f"{self.ctx.world_size} ranks; use a shared run directory")
         ck = load_checkpoint(self.last_path, map_location="cpu")
         try:
             self.model.load_state_dict(ck["model"])

@@ -83,9 +83,11 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     hashes = [(tmp_path / f"hash_rank{r}.txt").read_text() for r in (0, 1)]
     assert hashes[0] == hashes[1]
+    # 1 epoch (4 steps) then resume to 2 epochs == 2 straight epochs, in one shared run dir
+    assert [(tmp_path / f"hash_resumed_rank{r}.txt").read_text() for r in (0, 1)] == hashes
     # only rank 0 wrote: one metrics.jsonl and one set of checkpoints
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.jsonl")) \
-        == ["run_rank0/metrics.jsonl"]
+        == ["run_rank0/metrics.jsonl", "shared/metrics.jsonl"]
     assert not (tmp_path / "run_rank1").exists()
     assert (tmp_path / "run_rank0" / "checkpoints" / "last.pt").is_file()
     lines = (tmp_path / "run_rank0" / "metrics.jsonl").read_text().splitlines()
@@ -96,7 +98,8 @@ def test_ddp_two_gloo_processes(tmp_path):
     # 2 ranks x batch 32 with averaged gradients == 1 process with batch 64, same data order
     ref = make_model(seed=0, dropout=0.0)
     ref_s = train(ref, mse, make_data(), make_data(50, seed=9),
-                  cfg(epochs=2, schedule="cosine", warmup_steps=2, batch_size=64),
+                  cfg(epochs=2, schedule="step", milestones=[5], gamma=0.5, warmup_steps=2,
+                      batch_size=64),
                   tmp_path / "single")
     ddp = torch.load(tmp_path / "weights_rank0.pt", weights_only=True)
     for k, v in ref.state_dict().items():
