@@ -408,7 +408,9 @@ class _Run:
                 norm = torch.nn.utils.clip_grad_norm_(self.params, c["grad_clip"])
             else:
                 grads = [p.grad for p in self.params if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+                norm = (torch.linalg.vector_norm(torch.stack(
+                    [torch.linalg.vector_norm(g.detach()) for g in grads])) if grads
+                    else torch.zeros(()))
             loss_v, norm_v = torch.stack([loss.detach().float(), norm.detach().float().to(
                 loss.device)]).cpu().tolist()
             bad = not (math.isfinite(loss_v) and math.isfinite(norm_v))
