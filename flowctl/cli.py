@@ -13,6 +13,7 @@ import difflib
 import os
 import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -260,14 +261,20 @@ def _distributed_run_dir(config: str) -> str | None:
 
     from torch.distributed import TCPStore
 
-    store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                     is_master=False, timeout=timedelta(seconds=120))
+    rank = int(os.environ.get("RANK", "0"))
+    path = f"outputs/{config}/{datetime.now():%Y-%m-%d_%H-%M-%S}"
     key = f"flowctl/run_dir/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-    if int(os.environ.get("RANK", "0")) == 0:
-        path = f"outputs/{config}/{datetime.now():%Y-%m-%d_%H-%M-%S}"
-        store.set(key, path)
-        return path
-    return store.get(key).decode()
+    try:
+        store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                         is_master=False, timeout=timedelta(seconds=60))
+        if rank == 0:
+            store.set(key, path)
+            return path
+        return store.get(key).decode()
+    except (RuntimeError, KeyError, ValueError):
+        # No agent store: rank 0 keeps its own dir; the others (which write nothing) get a
+        # scratch dir so that Hydra creates no second run directory.
+        return path if rank == 0 else tempfile.mkdtemp(prefix=f"flowctl-rank{rank}-")
 
 
 # --------------------------------------------------------------------------- validation
@@ -580,14 +587,15 @@ def _hydra_argv(inv: Invocation, config_name: str, run_path: Path | None) -> lis
         args.append("--multirun")
     args += ["--config-name", config_name]
     hydra_ovr = _hydra_overrides(inv, run_path)
-    return args + hydra_ovr + _user_overrides(inv, run_path)
+    return args + hydra_ovr + inv.overrides
 
 
 def _user_overrides(inv: Invocation, run_path: Path | None) -> list[str]:
     out = []
     for o in inv.overrides:
         key = o.split("=", 1)[0]
-        if run_path is not None and key in RUN_ADDABLE:
+        if run_path is not None and key.lstrip("+") in RUN_ADDABLE:
+            o = o.lstrip("+")
             o = "++" + o  # e.g. evaluate run=D data.path=FILE on a toy-data run
         out.append(o)
     return out
@@ -624,9 +632,18 @@ def _run_hydra(primary_dir: Path, config_name: str, argv: list[str], job: _Job) 
         sys.argv = saved
 
 
+def _help_config_dir(argv: Sequence[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a in ("--config-dir", "-cd") and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config-dir="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def _dispatch(argv: Sequence[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(help_text())
+        print(help_text(_help_config_dir(argv)))
         return 0
     if argv[0] == "--version":
         from flowctl import __version__
@@ -639,11 +656,7 @@ def _dispatch(argv: Sequence[str]) -> int:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise CLIError(f"unknown command {command!r}{hint}; commands: {', '.join(SUBCOMMANDS)}")
     if any(a in ("-h", "--help") for a in argv[1:]):
-        user_dir = None
-        if "--config-dir" in argv:
-            idx = list(argv).index("--config-dir")
-            user_dir = argv[idx + 1] if idx + 1 < len(argv) else None
-        print(help_text(user_dir))
+        print(help_text(_help_config_dir(argv)))
         return 0
     inv = parse_argv(argv)
     configs = list_configs(inv.config_dir)
@@ -672,10 +685,11 @@ def _dispatch(argv: Sequence[str]) -> int:
             raise CLIError(f"`{command}` needs config=NAME; available configs: {names}")
         if inv.config not in configs:
             _unknown_config(inv.config, configs)
-        primary_dir, config_name = configs[inv.config].parent, inv.config
+        primary_dir, config_name = shipped_config_dir(), inv.config
         if inv.run_dir is None and inv.overrides and _resume_requested(inv.overrides):
             inv.run_dir = str(newest_run(inv.config))
 
+    inv.overrides = _user_overrides(inv, run_path)
     hydra_ovr = _hydra_overrides(inv, run_path)
     validate(inv, primary_dir, config_name, hydra_ovr)
     job = _Job(command=command, config=inv.config, run=run_path)
