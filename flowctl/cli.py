@@ -477,7 +477,7 @@ def _run_task(job: _Job, cfg: Any) -> dict:
     from omegaconf import OmegaConf
 
     from flowctl.apps import load_app
-    from flowctl.apps.common import check_run_dir, write_config
+    from flowctl.apps.common import write_config
 
     body = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert isinstance(body, dict)
@@ -499,8 +499,7 @@ def _run_task(job: _Job, cfg: Any) -> dict:
                     f"run directory {run_dir} already holds a trained run; pass "
                     "trainer.resume=true to continue it or choose another run_dir"
                 )
-            if resume:
-                check_run_dir(run_dir, need_checkpoint=False)
+            if resume and (run_dir / "config.yaml").exists():
                 _check_resume_compatible(run_dir, body)
             write_config(run_dir, body)
     return commands[job.command](body, run_dir)
