@@ -3,8 +3,15 @@ IAF (Kingma et al. 2016, arXiv:1606.04934).
 
 :class:`MaskedAutoregressive` maps ``x -> z`` with ``z_i = τ(x_i; θ_i(x_<i))``: the forward
 (density of a MAF) is one MADE pass; the inverse (sampling a MAF) needs the dimensions one at a
-time, D MADE passes. An IAF is the same layer used the other way round
-(:func:`iaf_layer`): sampling is one pass, density D passes.
+time. An IAF is the same layer used the other way round (:func:`iaf_layer`): sampling is one
+pass, density the sequential inverse.
+
+The inverse is exact either way; ``exact_loop`` chooses how it is computed:
+
+* ``"incremental"`` (default): every hidden unit computed once, in degree order
+  (:mod:`flowctl.flows.incremental`), about one forward pass of arithmetic plus D small steps;
+* ``"naive"``: D full MADE passes (the reference, and the fallback in training mode with
+  dropout, where each pass draws its own dropout masks).
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ from torch import Tensor
 
 from .core import Inverse, Transform
 from .elementwise import ElementwiseFamily
+from .incremental import DEFAULT_BLOCK, GraphedInverse, incremental_inverse, make_plan, needs_naive
 from .made import MADE
+
+EXACT_LOOPS = ("incremental", "naive")
 
 
 class MaskedAutoregressive(Transform):
@@ -24,16 +34,38 @@ class MaskedAutoregressive(Transform):
         features: D.
         family: element-wise map τ (affine, RQS, ...).
         hidden, context, residual, dropout, activation: passed to :class:`MADE`.
+        exact_loop: ``"incremental"`` or ``"naive"`` inverse (both exact; see the module doc).
+        block: degrees per block of the incremental inverse.
+        cuda_graph: on CUDA without autograd, capture the incremental inverse in a CUDA graph
+            per batch shape and replay it (removes the per-step launch overhead; keeps the
+            graph's memory pool alive until the shape changes).
     """
 
     def __init__(self, features: int, family: ElementwiseFamily, hidden: list[int],
                  context: int = 0, residual: bool = False, dropout: float = 0.0,
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", exact_loop: str = "incremental",
+                 block: int = DEFAULT_BLOCK, cuda_graph: bool = False) -> None:
         super().__init__()
         self.features = features
         self.family = family
         self.made = MADE(features, family.num_params, hidden, context=context,
                          residual=residual, dropout=dropout, activation=activation)
+        self.exact_loop = exact_loop
+        self.block = block
+        self.cuda_graph = cuda_graph
+        self._plan = make_plan(self.made)
+        self._graphed = GraphedInverse()
+
+    @property
+    def exact_loop(self) -> str:
+        """``"incremental"`` or ``"naive"``: how :meth:`inverse` is computed."""
+        return self._exact_loop
+
+    @exact_loop.setter
+    def exact_loop(self, value: str) -> None:
+        if value not in EXACT_LOOPS:
+            raise ValueError(f"exact_loop must be one of {', '.join(EXACT_LOOPS)}, got {value!r}")
+        self._exact_loop = value
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         params = self.made(x, context)
@@ -41,6 +73,20 @@ class MaskedAutoregressive(Transform):
         return z, ladj.sum(-1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``z [N, D] -> (x [N, D], log|det dx/dz| [N])`` by the ``exact_loop`` method."""
+        if self.exact_loop == "naive" or needs_naive(self.made):
+            return self.naive_inverse(z, context)
+        if (self.cuda_graph and z.is_cuda and not torch.is_grad_enabled()
+                and not torch.cuda.is_current_stream_capturing()):
+            x, ladj = self._graphed(self._incremental, self, z, context)
+        else:
+            x, ladj = self._incremental(z, context)
+        return x, ladj.sum(-1)
+
+    def _incremental(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        return incremental_inverse(self.made, self.family, z, context, self.block, self._plan)
+
+    def naive_inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """D MADE passes: after pass ``i`` the dimensions ``0..i`` are final."""
         x = torch.zeros_like(z)
         ladj = z.new_zeros(z.shape)
@@ -55,9 +101,10 @@ class MaskedAutoregressive(Transform):
 
 
 def iaf_layer(features: int, family: ElementwiseFamily, hidden: list[int], context: int = 0,
-              residual: bool = False, dropout: float = 0.0,
-              activation: str = "relu") -> Transform:
-    """IAF layer: ``x = τ(z; θ(z_<i))`` when sampling (one pass); density takes D passes."""
+              residual: bool = False, dropout: float = 0.0, activation: str = "relu",
+              exact_loop: str = "incremental") -> Transform:
+    """IAF layer: ``x = τ(z; θ(z_<i))`` when sampling (one pass); density is the sequential
+    inverse (``exact_loop``)."""
     return Inverse(MaskedAutoregressive(features, family, hidden, context=context,
                                         residual=residual, dropout=dropout,
-                                        activation=activation))
+                                        activation=activation, exact_loop=exact_loop))
