@@ -27,19 +27,14 @@ MIN_BIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
 
 
-def _knots(logits: Tensor, low: float, high: float, min_size: float) -> tuple[Tensor, Tensor]:
-    """Logits ``[..., K]`` -> (knot positions ``[..., K+1]`` pinned at low/high, sizes ``[..., K]``)."""
+def _knots(logits: Tensor, low: float, high: float, min_size: float) -> Tensor:
+    """Logits ``[..., K]`` -> knot positions ``[..., K+1]``, the ends pinned at low and high."""
     k = logits.shape[-1]
     frac = torch.softmax(logits, dim=-1)
     frac = min_size + (1.0 - min_size * k) * frac
-    cum = torch.cumsum(frac, dim=-1)
-    cum = F.pad(cum, (1, 0), value=0.0)
-    cum = low + (high - low) * cum
-    # Pin both ends exactly (the cumsum may be off by round-off at the right end).
-    inner = cum[..., 1:-1]
-    cum = torch.cat([torch.full_like(cum[..., :1], low), inner,
-                     torch.full_like(cum[..., :1], high)], dim=-1)
-    return cum, cum[..., 1:] - cum[..., :-1]
+    inner = low + (high - low) * torch.cumsum(frac[..., :-1], dim=-1)
+    ends = inner[..., :1]
+    return torch.cat([torch.full_like(ends, low), inner, torch.full_like(ends, high)], dim=-1)
 
 
 def derivative_offset(min_derivative: float = MIN_DERIVATIVE) -> float:
@@ -50,10 +45,6 @@ def derivative_offset(min_derivative: float = MIN_DERIVATIVE) -> float:
 def knot_derivatives(logits: Tensor, min_derivative: float = MIN_DERIVATIVE) -> Tensor:
     """Unconstrained logits -> derivatives ``> min_derivative``, equal to 1 at zero logits."""
     return min_derivative + F.softplus(logits + derivative_offset(min_derivative))
-
-
-def _gather(t: Tensor, idx: Tensor) -> Tensor:
-    return t.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
 
 
 def _clamp(t: Tensor, low: float, high: float) -> Tensor:
@@ -94,24 +85,26 @@ def rational_quadratic_spline(
     k = width_logits.shape[-1]
     if min_bin_width * k >= 1.0 or min_bin_height * k >= 1.0:
         raise ValueError(f"minimal bin size times {k} bins must be below 1")
-    xs, widths = _knots(width_logits, left, right, min_bin_width)
-    ys, heights = _knots(height_logits, bottom, top, min_bin_height)
+    xs = _knots(width_logits, left, right, min_bin_width)
+    ys = _knots(height_logits, bottom, top, min_bin_height)
 
     if inverse:
         inside = (inputs >= bottom) & (inputs <= top)
-        safe = torch.where(inside, inputs, torch.full_like(inputs, 0.5 * (bottom + top)))
+        safe = torch.where(inside, inputs, 0.5 * (bottom + top))
         idx = _bin_index(safe, ys)
     else:
         inside = (inputs >= left) & (inputs <= right)
-        safe = torch.where(inside, inputs, torch.full_like(inputs, 0.5 * (left + right)))
+        safe = torch.where(inside, inputs, 0.5 * (left + right))
         idx = _bin_index(safe, xs)
 
-    x_k = _gather(xs, idx)
-    y_k = _gather(ys, idx)
-    w_k = _gather(widths, idx)
-    h_k = _gather(heights, idx)
-    d_k = _gather(derivatives, idx)
-    d_k1 = _gather(derivatives, idx + 1)
+    # One gather of both ends of the bin from a [..., 3, K+1] table of (x, y, d) knots.
+    table = torch.stack([xs, ys, derivatives], dim=-2)
+    ends = torch.stack([idx, idx + 1], dim=-1).unsqueeze(-2).expand(*idx.shape, 3, 2)
+    knot = table.gather(-1, ends)
+    x_k, y_k, d_k = knot[..., 0, 0], knot[..., 1, 0], knot[..., 2, 0]
+    w_k = knot[..., 0, 1] - x_k
+    h_k = knot[..., 1, 1] - y_k
+    d_k1 = knot[..., 2, 1]
     s_k = h_k / w_k
     slope_sum = d_k + d_k1 - 2.0 * s_k
 
@@ -141,7 +134,7 @@ def rational_quadratic_spline(
         ladj = -ladj
     out = _clamp(out, left, right) if inverse else _clamp(out, bottom, top)
     out = torch.where(inside, out, inputs)
-    ladj = torch.where(inside, ladj, torch.zeros_like(ladj))
+    ladj = torch.where(inside, ladj, 0.0)
     return out, ladj
 
 

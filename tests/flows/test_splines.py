@@ -72,8 +72,8 @@ def test_inverse_exactly_at_knots():
 
     p = _params(1, 1.5)
     w, h, d = _split(p)
-    xs, _ = _knots(w, -3.0, 3.0, 1e-3)
-    ys, _ = _knots(h, -3.0, 3.0, 1e-3)
+    xs = _knots(w, -3.0, 3.0, 1e-3)
+    ys = _knots(h, -3.0, 3.0, 1e-3)
     k = xs.shape[-1]
     y, _ = unconstrained_rqs(xs[0], w.expand(k, -1), h.expand(k, -1), d.expand(k, -1), 3.0)
     assert torch.allclose(y, ys[0], atol=1e-12)
