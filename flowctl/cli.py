@@ -220,6 +220,9 @@ def parse_argv(argv: Sequence[str]) -> Invocation:
                 raise CLIError(f"argument {a!r} is not of the form key=value; see `{PROG} --help`")
             inv.overrides.append(a)
         i += 1
+    if inv.multirun and inv.show_only and "--hydra-help" not in inv.flags:
+        raise CLIError("--cfg/--info print one config and cannot be combined with -m; "
+                       "drop -m and give single values")
     return inv
 
 

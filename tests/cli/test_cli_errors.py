@@ -101,3 +101,14 @@ def test_data_error_one_line(tmp_path: Path) -> None:
     res = run_flowctl(["train", "config=density", f"data.path={csv}", "trainer=tiny",
                        f"run_dir={tmp_path / 'r'}"], tmp_path, FLOWCTL_DEBUG="1")
     assert "Traceback" in res.stderr
+
+
+def test_cfg_with_multirun_and_missing_launcher(capsys: pytest.CaptureFixture[str]) -> None:
+    line = _err(capsys, ["train", "config=quickstart_tiny", "-m", "seed=0,1", "--cfg", "job"])
+    assert "-m" in line
+    try:
+        import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+    except ImportError:
+        line = _err(capsys, ["train", "config=quickstart_tiny", "-m", "seed=0,1",
+                             "hydra/launcher=submitit_slurm"])
+        assert "flowctl[slurm]" in line
