@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
     "residual": False,       # residual blocks in the conditioner
     "activation": "relu",
+    "exact_loop": "incremental",  # maf sampling / iaf density: incremental | naive (both exact)
     "permutation": None,     # none | reverse | random | [indices] | [[indices], ...]
     "seed": 0,               # seed of random permutations
     "norm": "none",          # none | actnorm | batchnorm (before each layer)
@@ -116,9 +117,9 @@ def build(spec: Mapping[str, Any]) -> Flow:
         if kind == "coupling":
             layers.append(Coupling(masks[i], family, **common))
         elif kind == "maf":
-            layers.append(MaskedAutoregressive(d, family, **common))
+            layers.append(MaskedAutoregressive(d, family, exact_loop=s["exact_loop"], **common))
         else:
-            layers.append(iaf_layer(d, family, **common))
+            layers.append(iaf_layer(d, family, exact_loop=s["exact_loop"], **common))
     return Flow(Chain(layers), make_base(base, d), features=d, context=c)
 
 
