@@ -16,6 +16,8 @@ __all__ = ["APPS", "UserError", "load_app"]
 
 APPS: dict[str, str] = {
     "density": "flowctl.apps.density",
+    "integration": "flowctl.apps.integration",
+    "calo": "flowctl.apps.calo",
 }
 
 

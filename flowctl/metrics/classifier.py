@@ -1,0 +1,328 @@
+"""A generic two-sample classifier: how well can an MLP tell sample 0 from sample 1?
+
+Used as the CaloFlow / CaloChallenge AUC metric (reference/caloflow.md §2.2–2.3) and for
+classifier reweighting (DCTR, arXiv:1907.08209): with ``D`` the calibrated probability of
+label 1, ``w = D / (1 - D)`` estimates p1(x)/p0(x) (see :func:`density_ratio`).
+
+Recipe (CaloChallenge ``evaluate.py`` DNN): MLP with LeakyReLU hidden layers and a logit
+output, BCE loss, Adam; each class is split into train / val / test; the epoch with the
+lowest **val** loss is kept; probabilities are calibrated by isotonic regression fitted on the
+val split; AUC and JSD are computed on the test split, the AUC with a bootstrap uncertainty.
+
+Nothing here knows about calorimeters: inputs are float arrays ``[N, F]``.
+
+>>> res = train_classifier(x0, x1, ClassifierConfig(epochs=20))     # doctest: +SKIP
+>>> res.auc, res.auc_err, res.jsd                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "ClassifierConfig",
+    "ClassifierResult",
+    "IsotonicCalibration",
+    "auc",
+    "bootstrap_auc",
+    "density_ratio",
+    "jsd_from_bce",
+    "roc_curve",
+    "train_classifier",
+]
+
+
+@dataclass
+class ClassifierConfig:
+    """Settings of :func:`train_classifier` (defaults: CaloFlow's DNN, reference §2.3)."""
+
+    hidden: Sequence[int] = (512, 512, 512)
+    dropout: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 1000
+    epochs: int = 50
+    patience: int | None = 10       # stop after this many epochs without val improvement
+    split: Sequence[float] = (0.6, 0.2, 0.2)  # train / val / test, per class
+    standardize: bool = True        # z-score features with train-split statistics
+    calibrate: bool = True          # isotonic regression on the val split
+    bootstrap: int = 200            # resamples of the test split for the AUC uncertainty
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ClassifierConfig:
+        d = dict(d or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown classifier key(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+@dataclass
+class ClassifierResult:
+    """What :func:`train_classifier` found. Probabilities are of label 1."""
+
+    auc: float
+    auc_err: float
+    jsd: float                      # (ln 2 - BCE) / ln 2 on the calibrated test predictions
+    accuracy: float
+    best_epoch: int
+    epochs: int
+    wall_s: float
+    test_labels: np.ndarray
+    test_probs: np.ndarray          # calibrated (if enabled) P(label 1) on the test split
+    history: list[dict[str, float]] = field(default_factory=list)
+    model: nn.Module | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    calibration: IsotonicCalibration | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"auc": self.auc, "auc_err": self.auc_err, "jsd": self.jsd,
+                "accuracy": self.accuracy, "best_epoch": self.best_epoch,
+                "epochs": self.epochs, "wall_s": round(self.wall_s, 2),
+                "n_test": len(self.test_labels)}
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray, batch: int = 20000) -> np.ndarray:
+        """Calibrated P(label 1 | x) ``[N]`` for new data ``x [N, F]``."""
+        assert self.model is not None
+        p = _predict(self.model, _scale(x, self.mean, self.std), batch)
+        return self.calibration(p) if self.calibration is not None else p
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+    labels = np.asarray(labels).astype(bool)
+    n1 = int(labels.sum())
+    n0 = len(labels) - n1
+    if n0 == 0 or n1 == 0:
+        return float("nan")
+    ranks = _average_ranks(np.asarray(scores, np.float64))
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
+
+
+def _average_ranks(s: np.ndarray) -> np.ndarray:
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(len(s))
+    # ties get the mean of their positions (1-based)
+    _, start, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    mean_rank = start + (counts + 1) / 2.0
+    ranks[order] = np.repeat(mean_rank, counts)
+    return ranks
+
+
+def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, n: int = 200,
+                  seed: int = 0) -> float:
+    """Standard deviation of the AUC over ``n`` bootstrap resamples (0 if ``n`` < 2)."""
+    if n < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    m = len(labels)
+    vals = [auc(labels[i], scores[i]) for i in (rng.integers(0, m, m) for _ in range(n))]
+    return float(np.nanstd(vals, ddof=1))
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates ``[M]`` over all thresholds (label 1 = positive)."""
+    labels = np.asarray(labels).astype(bool)
+    order = np.argsort(-np.asarray(scores), kind="mergesort")
+    y = labels[order]
+    tp = np.concatenate([[0], np.cumsum(y)])
+    fp = np.concatenate([[0], np.cumsum(~y)])
+    return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
+
+
+def jsd_from_bce(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-6) -> float:
+    """Jensen-Shannon divergence estimate ``(ln 2 - BCE) / ln 2`` in [0, 1] (CaloChallenge)."""
+    p = np.clip(probs, eps, 1 - eps)
+    y = np.asarray(labels, np.float64)
+    bce = -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))
+    return float((math.log(2.0) - bce) / math.log(2.0))
+
+
+def density_ratio(probs: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """``w = D / (1 - D)`` with ``D = P(label 1)``: the likelihood ratio p1(x)/p0(x) for equal
+    class sizes. Weighting sample 0 by ``w`` (or sample 1 by ``1/w``) makes it look like the
+    other sample (DCTR)."""
+    p = np.clip(np.asarray(probs, np.float64), eps, 1 - eps)
+    return p / (1 - p)
+
+
+class IsotonicCalibration:
+    """Monotone (non-decreasing) map from scores to probabilities by pool-adjacent-violators,
+    clipped to [y_min, 1 - y_min]; evaluated by linear interpolation."""
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray, y_min: float = 1e-6) -> None:
+        order = np.argsort(scores, kind="mergesort")
+        x = np.asarray(scores, np.float64)[order]
+        y = np.asarray(labels, np.float64)[order]
+        # PAV on blocks: value, weight, x-range
+        vals: list[float] = []
+        wts: list[float] = []
+        xlo: list[float] = []
+        xhi: list[float] = []
+        for xi, yi in zip(x, y):
+            vals.append(yi)
+            wts.append(1.0)
+            xlo.append(xi)
+            xhi.append(xi)
+            while len(vals) > 1 and vals[-2] > vals[-1]:
+                w = wts[-2] + wts[-1]
+                v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w
+                vals[-2:], wts[-2:] = [v], [w]
+                xlo[-2:], xhi[-2:] = [xlo[-2]], [xhi[-1]]
+        kx = np.array([c for lo, hi in zip(xlo, xhi) for c in (lo, hi)])
+        ky = np.array([v for v in vals for _ in (0, 1)])
+        self.x, self.y = kx, np.clip(ky, y_min, 1 - y_min)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        return np.interp(scores, self.x, self.y)
+
+
+# --------------------------------------------------------------------------- the classifier
+
+
+def _mlp(n_in: int, hidden: Sequence[int], dropout: float) -> nn.Module:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(n_in, h), nn.LeakyReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        n_in = h
+    layers.append(nn.Linear(n_in, 1))
+    return nn.Sequential(*layers)
+
+
+def _scale(x: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -> np.ndarray:
+    return x if mean is None or std is None else (x - mean) / std
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: np.ndarray, batch: int = 20000) -> np.ndarray:
+    model.eval()
+    p = next(model.parameters())
+    out = [torch.sigmoid(model(torch.as_tensor(x[i:i + batch], dtype=p.dtype,
+                                               device=p.device))).squeeze(-1).double().cpu()
+           for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def _split(n: int, fractions: Sequence[float], rng: np.random.Generator) -> list[np.ndarray]:
+    idx = rng.permutation(n)
+    edges = np.round(np.cumsum([0.0, *fractions]) / sum(fractions) * n).astype(int)
+    return [idx[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def train_classifier(x0: np.ndarray, x1: np.ndarray, cfg: ClassifierConfig | None = None,
+                     log: bool = False) -> ClassifierResult:
+    """Train an MLP to separate ``x0 [N0, F]`` (label 0) from ``x1 [N1, F]`` (label 1).
+
+    Each sample is split ``cfg.split`` (train/val/test); the epoch with the lowest val BCE is
+    kept; the AUC (± bootstrap std), JSD and accuracy are computed on the test split.
+    """
+    cfg = cfg or ClassifierConfig()
+    x0, x1 = np.asarray(x0), np.asarray(x1)
+    if x0.ndim != 2 or x1.ndim != 2 or x0.shape[1] != x1.shape[1]:
+        raise ValueError(f"samples must be [N, F] with the same F, got {x0.shape} and {x1.shape}")
+    if len(cfg.split) != 3 or min(cfg.split) <= 0:
+        raise ValueError(f"split must be three positive fractions, got {list(cfg.split)}")
+    for name, x in (("sample 0", x0), ("sample 1", x1)):
+        if len(x) < 10:
+            raise ValueError(f"{name} has {len(x)} rows; the classifier needs at least 10")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} has {int((~np.isfinite(x)).sum())} non-finite values")
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    s0, s1 = _split(len(x0), cfg.split, rng), _split(len(x1), cfg.split, rng)
+    parts = []
+    for a, b in zip(s0, s1):
+        x = np.concatenate([x0[a], x1[b]]).astype(np.float64)
+        y = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
+        parts.append((x, y))
+    (xtr, ytr), (xva, yva), (xte, yte) = parts
+    mean = std = None
+    if cfg.standardize:
+        mean = xtr.mean(0)
+        std = xtr.std(0)
+        std = np.where(std > 1e-12, std, 1.0)
+    xtr, xva, xte = (_scale(v, mean, std) for v in (xtr, xva, xte))
+
+    dtype = getattr(torch, cfg.dtype)
+    dev = torch.device(cfg.device)
+    model = _mlp(x0.shape[1], cfg.hidden, cfg.dropout).to(dev, dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    xt = torch.as_tensor(xtr, dtype=dtype, device=dev)
+    yt = torch.as_tensor(ytr, dtype=dtype, device=dev)
+    # balance the classes in the loss when the samples differ in size
+    pos_w = torch.tensor(float((ytr == 0).sum()) / max(float(ytr.sum()), 1.0), dtype=dtype,
+                         device=dev)
+    lossf = nn.BCEWithLogitsLoss(pos_weight=pos_w)
+    xv = torch.as_tensor(xva, dtype=dtype, device=dev)
+    yv = torch.as_tensor(yva, dtype=dtype, device=dev)
+    best, best_state, best_epoch, since = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    history: list[dict[str, float]] = []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    epoch = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        perm = torch.randperm(len(xt), generator=gen).to(dev)
+        tot = 0.0
+        for i in range(0, len(xt), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(model(xt[idx]).squeeze(-1), yt[idx])
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * len(idx)
+        model.eval()
+        with torch.no_grad():
+            vl = float(sum(lossf(model(xv[i:i + 20000]).squeeze(-1), yv[i:i + 20000])
+                           * len(yv[i:i + 20000]) for i in range(0, len(xv), 20000)) / len(xv))
+        history.append({"epoch": epoch, "train_loss": tot / len(xt), "val_loss": vl})
+        if log:
+            print(f"classifier epoch {epoch}: train {tot / len(xt):.4f} val {vl:.4f}")
+        if vl < best - 1e-7:
+            best, best_state, best_epoch, since = vl, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            since += 1
+            if cfg.patience is not None and since >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    pv, pt = _predict(model, xva), _predict(model, xte)
+    calib = IsotonicCalibration(pv, yva) if cfg.calibrate else None
+    pt_cal = calib(pt) if calib is not None else pt
+    a = auc(yte, pt)  # ranks of the raw scores (calibration only adds ties)
+    return ClassifierResult(
+        auc=a, auc_err=bootstrap_auc(yte, pt, cfg.bootstrap, cfg.seed),
+        jsd=jsd_from_bce(yte, pt_cal), accuracy=float(((pt_cal > 0.5) == yte).mean()),
+        best_epoch=best_epoch, epochs=epoch, wall_s=time.perf_counter() - t0,
+        test_labels=yte, test_probs=pt_cal, history=history, model=model, mean=mean,
+        std=std, calibration=calib)
+
+
+def config_dict(cfg: ClassifierConfig) -> dict[str, Any]:
+    """Plain dict of a config (for metrics.json)."""
+    d = asdict(cfg)
+    d["hidden"] = list(d["hidden"])
+    d["split"] = list(d["split"])
+    return d

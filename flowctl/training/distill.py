@@ -1,0 +1,280 @@
+r"""Probability density distillation of an IAF student from a frozen MAF teacher.
+
+CaloFlow v2 (Krause & Shih, arXiv:2110.11377; reference/caloflow.md §4). Teacher and student
+are flows whose chains have the same structure (same preprocessing, same permutations; the
+teacher's autoregressive layers are :class:`~flowctl.flows.MaskedAutoregressive`, the
+student's are :class:`~flowctl.flows.Inverse` of one, i.e. IAF layers that sample in one pass).
+
+With ``χ²(a, b) = mean_batch Σ_dims (a − b)²`` the loss is ``(1 − β) L_z + β L_x``:
+
+* ``L_x`` (real data ``x``): teacher ``x → z_T`` (no gradient), student ``z_T → x_S``;
+  ``χ²(x_S, x)`` + Σ χ² over the intermediate states + Σ χ² over the conditioner outputs θ.
+* ``L_z`` (the student's own samples): ``z ~ N(0, 1)``, student ``z → x_S``, teacher
+  ``x_S → z_T`` (gradient flows through the frozen teacher); ``χ²(z_T, z)`` + the same
+  intermediate and θ terms.
+
+The θ terms compare the element-wise maps of matching layers in one convention: the teacher's
+θ parametrises ``u = τ(v)`` (data side → latent side), the student's (an IAF samples
+``v = τ_S(u)``) the inverse map. Both are compared through the knots of the data→latent map:
+``(log-softmax widths, log-softmax heights, log knot derivatives)``, with the student's widths
+and heights swapped and its derivatives inverted (the student's spline then passes through
+the mirrored knots with inverse slopes; it inverts the teacher's exactly at the knots, only
+approximately in between, since the inverse of an RQ spline is not an RQ spline). The affine
+family is compared exactly as ``(log-scale, shift)``. (nflows' ``IAFRQS``, used by CaloFlow,
+instead evaluates the student's spline in its inverse direction when sampling, so raw
+conditioner outputs are directly comparable; flowctl.flows has no such option yet.)
+
+Validation/model selection uses ``KL(student ‖ teacher) ≈ mean[log q_S(x) − log p_T(x)]`` on
+student samples (cheap both ways: one pass each), as in CaloFlow v2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowctl.flows import (
+    RQS,
+    Affine,
+    Flow,
+    Inverse,
+    MaskedAutoregressive,
+    Permutation,
+)
+from flowctl.flows.splines import knot_derivatives
+
+__all__ = ["DistillLoss", "canonical_params", "check_compatible", "copy_permutations",
+           "student_states", "teacher_states"]
+
+ContextSampler = Callable[[int, torch.device, torch.dtype], Tensor]
+
+
+def _autoregressive(t: nn.Module) -> tuple[MaskedAutoregressive | None, bool]:
+    """(the MaskedAutoregressive inside ``t``, whether ``t`` is an IAF layer)."""
+    if isinstance(t, MaskedAutoregressive):
+        return t, False
+    if isinstance(t, Inverse) and isinstance(t.base_transform, MaskedAutoregressive):
+        return t.base_transform, True
+    return None, False
+
+
+def _layers(flow: Flow) -> list[nn.Module]:
+    return list(flow.transform.transforms)
+
+
+def _n_pre(flow: Flow) -> int:
+    """Number of leading layers before the first autoregressive one (preprocessing)."""
+    for i, t in enumerate(_layers(flow)):
+        if _autoregressive(t)[0] is not None:
+            return i
+    return len(_layers(flow))
+
+
+def check_compatible(teacher: Flow, student: Flow) -> None:
+    """Raise ValueError unless the chains match layer by layer (MAF ↔ IAF, same perms)."""
+    tl, sl = _layers(teacher), _layers(student)
+    if len(tl) != len(sl):
+        raise ValueError(f"teacher has {len(tl)} layers, student {len(sl)}; they must match")
+    for i, (a, b) in enumerate(zip(tl, sl)):
+        ma, inv_a = _autoregressive(a)
+        mb, inv_b = _autoregressive(b)
+        if (ma is None) != (mb is None):
+            raise ValueError(f"layer {i}: {type(a).__name__} (teacher) vs {type(b).__name__}")
+        if ma is not None:
+            if inv_a or not inv_b:
+                raise ValueError(f"layer {i}: the teacher must be a MAF and the student an IAF")
+            if type(ma.family) is not type(mb.family):
+                raise ValueError(f"layer {i}: element-wise maps differ "
+                                 f"({type(ma.family).__name__} vs {type(mb.family).__name__})")
+        elif isinstance(a, Permutation) and not torch.equal(a.perm, b.perm):
+            raise ValueError(f"layer {i}: permutations differ (copy_permutations first)")
+
+
+@torch.no_grad()
+def copy_permutations(teacher: Flow, student: Flow) -> int:
+    """Give the student the teacher's permutations (CaloFlow's ``teacher_perm``); returns
+    how many were copied."""
+    n = 0
+    for a, b in zip(_layers(teacher), _layers(student)):
+        if isinstance(a, Permutation) and isinstance(b, Permutation):
+            # new tensors, not copy_: layers built from one spec may share a buffer
+            b.perm = a.perm.clone()
+            b.inverse_perm = a.inverse_perm.clone()
+            n += 1
+    return n
+
+
+def canonical_params(family: nn.Module, params: Tensor, inverse_map: bool) -> Tensor:
+    """Conditioner output ``[N, D, P]`` -> a description of the data→latent element-wise map.
+
+    ``inverse_map=True`` for a student (IAF) layer, whose ``params`` define the latent→data map.
+    """
+    if isinstance(family, RQS):
+        k = family.bins
+        w, h, d = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
+        logd = torch.log(knot_derivatives(d))
+        if inverse_map:
+            w, h, logd = h, w, -logd
+        return torch.cat([F.log_softmax(w, -1), F.log_softmax(h, -1), logd], -1)
+    if isinstance(family, Affine):
+        c = family.log_scale_bound
+        s = c * torch.tanh(params[..., 0] / c)
+        t = params[..., 1]
+        if inverse_map:
+            s, t = -s, -t * torch.exp(-s)
+        return torch.stack([s, t], -1)
+    raise ValueError(f"no canonical form for element-wise family {type(family).__name__}")
+
+
+def teacher_states(teacher: Flow, x: Tensor, context: Tensor | None
+                   ) -> tuple[list[Tensor], list[Tensor]]:
+    """Teacher data→latent pass after preprocessing.
+
+    Returns the states ``[s_0 = preprocessed x, s_1, ..., s_L = z]`` between layers and the
+    canonical θ of each autoregressive layer (in chain order).
+    """
+    layers = _layers(teacher)
+    n_pre = _n_pre(teacher)
+    for t in layers[:n_pre]:
+        x = t(x, context)[0]
+    states, thetas = [x], []
+    for t in layers[n_pre:]:
+        ma, _ = _autoregressive(t)
+        if ma is not None:
+            p = ma.made(x, context)
+            thetas.append(canonical_params(ma.family, p, inverse_map=False))
+            x = ma.family(x, p)[0]
+        else:
+            x = t(x, context)[0]
+        states.append(x)
+    return states, thetas
+
+
+def student_states(student: Flow, z: Tensor, context: Tensor | None
+                   ) -> tuple[list[Tensor], list[Tensor]]:
+    """Student latent→data pass (one MADE pass per layer), up to the preprocessed data.
+
+    Returns states and canonical θ in **chain order** (as :func:`teacher_states`), so index
+    ``k`` of both lists refers to the same position of the two chains.
+    """
+    layers = _layers(student)
+    n_pre = _n_pre(student)
+    states, thetas = [z], []
+    for t in reversed(layers[n_pre:]):
+        ma, _ = _autoregressive(t)
+        if ma is not None:
+            p = ma.made(z, context)
+            thetas.append(canonical_params(ma.family, p, inverse_map=True))
+            z = ma.family(z, p)[0]
+        else:
+            z = t.inverse(z, context)[0]
+        states.append(z)
+    return states[::-1], thetas[::-1]
+
+
+def _chi2(a: Tensor, b: Tensor) -> Tensor:
+    return (a - b).pow(2).flatten(1).sum(1).mean()
+
+
+@dataclass
+class DistillTerms:
+    """Which terms enter the loss (all on by default, as CaloFlow's ``--fully_guided``)."""
+
+    intermediate: bool = True
+    params: bool = True
+
+
+class DistillLoss:
+    """``loss_fn(student, batch)`` for :func:`flowctl.training.train`.
+
+    ``batch = (x, context)`` holds real data (the flow's input units). In training mode it
+    returns ``(1 − β) L_z + β L_x``; in eval mode (the trainer's validation) the KL estimate,
+    so the best epoch is the lowest KL. ``context_sampler(n, device, dtype)`` draws contexts
+    for the z-part (CaloFlow: E_inc ~ U and layer energies from Flow I); without it the
+    batch's contexts are reused in shuffled order.
+    """
+
+    def __init__(self, teacher: Flow, beta: float = 0.5,
+                 context_sampler: ContextSampler | None = None,
+                 terms: DistillTerms | None = None) -> None:
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.beta = beta
+        self.context_sampler = context_sampler
+        self.terms = terms or DistillTerms()
+        self.last: dict[str, float] = {}
+
+    def _sync(self, ref: Tensor) -> None:
+        p = next(self.teacher.parameters())
+        if p.device != ref.device or p.dtype != ref.dtype:
+            self.teacher.to(ref.device, ref.dtype)
+
+    def _match(self, sa: list[Tensor], sb: list[Tensor], ta: list[Tensor], tb: list[Tensor],
+               end: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(χ² at the end state ``end`` (0 = x, -1 = z), Σ intermediate, Σ θ)."""
+        main = _chi2(sa[end], sb[end])
+        zero = main.new_zeros(())
+        inter = sum((_chi2(a, b) for a, b in zip(sa[1:-1], sb[1:-1])), zero) \
+            if self.terms.intermediate else zero
+        par = sum((_chi2(a, b) for a, b in zip(ta, tb)), zero) if self.terms.params else zero
+        return main, inter, par
+
+    def loss_x(self, student: Flow, x: Tensor, context: Tensor | None) -> Tensor:
+        with torch.no_grad():
+            ts, tt = teacher_states(self.teacher, x, context)
+        ss, st = student_states(student, ts[-1], context)
+        main, inter, par = self._match(ss, ts, st, tt, 0)
+        self.last.update(x=float(main.detach()), x_inter=float(inter.detach()),
+                         x_theta=float(par.detach()))
+        return main + inter + par
+
+    def loss_z(self, student: Flow, n: int, context: Tensor | None, ref: Tensor) -> Tensor:
+        z = torch.randn(n, student.features, device=ref.device, dtype=ref.dtype)
+        ss, st = student_states(student, z, context)
+        x_pre = ss[0]
+        # the teacher's pass from the student's (preprocessed) output
+        ts, tt = [x_pre], []
+        layers = _layers(self.teacher)
+        y = x_pre
+        for t in layers[_n_pre(self.teacher):]:
+            ma, _ = _autoregressive(t)
+            if ma is not None:
+                p = ma.made(y, context)
+                tt.append(canonical_params(ma.family, p, inverse_map=False))
+                y = ma.family(y, p)[0]
+            else:
+                y = t(y, context)[0]
+            ts.append(y)
+        main, inter, par = self._match(ts, ss, tt, st, -1)
+        self.last.update(z=float(main.detach()), z_inter=float(inter.detach()),
+                         z_theta=float(par.detach()))
+        return main + inter + par
+
+    def _z_context(self, context: Tensor | None, n: int, ref: Tensor) -> Tensor | None:
+        if context is None:
+            return None
+        if self.context_sampler is not None:
+            return self.context_sampler(n, ref.device, ref.dtype)
+        return context[torch.randperm(len(context), device=context.device)]
+
+    @torch.no_grad()
+    def kl(self, student: Flow, n: int, context: Tensor | None) -> Tensor:
+        """``mean[log q_S(x) − log p_T(x)]`` over ``n`` student samples ``x``."""
+        x, log_q = student.sample_and_log_prob(n, context)
+        return (log_q - self.teacher.log_prob(x, context)).mean()
+
+    def __call__(self, student: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+        x = batch[0]
+        context = batch[1] if len(batch) > 1 else None
+        self._sync(x)
+        if not student.training:
+            return self.kl(student, len(x), context)  # type: ignore[arg-type]
+        lx = self.loss_x(student, x, context)  # type: ignore[arg-type]
+        zc = self._z_context(context, len(x), x)
+        lz = self.loss_z(student, len(x), zc, x)  # type: ignore[arg-type]
+        return (1.0 - self.beta) * lz + self.beta * lx
