@@ -7,14 +7,16 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint bench data clean install help
+.PHONY: demo test lint bench data clean install help caloflow caloflow-tiny
 
 help:
 	@echo "make demo   - create $(VENV), install flowctl, train/sample/evaluate the quickstart (~2 min)"
 	@echo "make test   - install and run the test suite (~5-10 min on 2 CPU cores)"
 	@echo "make lint   - ruff check"
 	@echo "make bench  - benchmarks/flows.py (side-by-side with zuko/nflows)"
-	@echo "make data   - generate toy data files under data/"
+	@echo "make data   - generate toy data files under data/ and calorimeter showers under data/calo/"
+	@echo "make caloflow-tiny - CaloFlow chain (data, teacher, student, sample, evaluate, classify) in minutes on CPU"
+	@echo "make caloflow PARTICLE=eplus - the same chain with the paper settings (GPU-sized)"
 	@echo "make clean  - remove outputs/, build artefacts and caches (keeps $(VENV))"
 
 $(PY):
@@ -45,8 +47,32 @@ bench: install
 	$(PIP) install -e ".[dev,bench]"
 	$(PY) benchmarks/flows.py
 
+CALO_N ?= 100000
+PARTICLE ?= eplus
+
 data: install
 	$(PY) -m flowctl.data.make_toy --out data/toy
+	$(PY) -m flowctl.data.synth --out data/calo --n $(CALO_N)
+
+# CaloFlow (README "Calorimeter showers"): Flow I + MAF teacher -> IAF student -> showers -> AUC.
+CALO_TINY := outputs/caloflow-tiny
+caloflow-tiny: install
+	$(PY) -m flowctl.data.synth --out $(CALO_TINY)/data --n 3000 --particles $(PARTICLE)
+	rm -rf $(CALO_TINY)/teacher $(CALO_TINY)/student
+	$(PY) -m flowctl train config=caloflow_teacher_tiny data.path=$(CALO_TINY)/data/$(PARTICLE).h5 run_dir=$(CALO_TINY)/teacher
+	$(PY) -m flowctl evaluate run=$(CALO_TINY)/teacher
+	$(PY) -m flowctl train config=caloflow_student_tiny teacher=$(CALO_TINY)/teacher data.path=$(CALO_TINY)/data/$(PARTICLE).h5 run_dir=$(CALO_TINY)/student
+	$(PY) -m flowctl evaluate run=$(CALO_TINY)/student
+	$(PY) -m flowctl classify run=$(CALO_TINY)/student truth=$(CALO_TINY)/data/$(PARTICLE)_test.h5
+
+CALO := outputs/caloflow-$(PARTICLE)
+caloflow: install
+	test -f data/calo/$(PARTICLE).h5 || $(PY) -m flowctl.data.synth --out data/calo --n $(CALO_N) --particles $(PARTICLE)
+	$(PY) -m flowctl train config=caloflow_teacher data.particle=$(PARTICLE) run_dir=$(CALO)/teacher
+	$(PY) -m flowctl evaluate run=$(CALO)/teacher
+	$(PY) -m flowctl train config=caloflow_student teacher=$(CALO)/teacher data.particle=$(PARTICLE) run_dir=$(CALO)/student
+	$(PY) -m flowctl evaluate run=$(CALO)/student
+	$(PY) -m flowctl classify run=$(CALO)/student truth=data/calo/$(PARTICLE)_test.h5
 
 clean:
 	rm -rf outputs multirun build dist *.egg-info .pytest_cache .ruff_cache
