@@ -15,7 +15,7 @@ class Permutation(Transform):
 
     def __init__(self, perm: Sequence[int] | Tensor) -> None:
         super().__init__()
-        perm = torch.as_tensor(perm, dtype=torch.long)
+        perm = torch.as_tensor(perm, dtype=torch.long).clone()  # own storage, never shared
         d = perm.numel()
         if perm.dim() != 1 or not torch.equal(torch.sort(perm).values, torch.arange(d)):
             raise ValueError(f"not a permutation of 0..{d - 1}: {perm.tolist()}")

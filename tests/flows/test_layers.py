@@ -117,3 +117,14 @@ def test_base_distributions():
     assert lp[0] == 0 and lp[1] == -math.inf and lp[2] == 0
     s = uni.sample(1000, dtype=torch.float64)
     assert s.dtype == torch.float64 and (s >= 0).all() and (s <= 1).all()
+
+
+def test_permutation_layers_of_a_flow_do_not_share_storage():
+    from flowctl.flows import build
+
+    flow = build({"kind": "maf", "features": 4, "transforms": 3, "permutation": "reverse",
+                  "hidden": [8]})
+    perms = [m for m in flow.transform.transforms if isinstance(m, Permutation)]
+    with torch.no_grad():
+        perms[0].perm.copy_(torch.tensor([1, 0, 2, 3]))
+    assert perms[1].perm.tolist() == [3, 2, 1, 0]
