@@ -532,6 +532,13 @@ def _report_and_exit(exc: BaseException) -> None:
     from flowctl.apps.common import UserError
     from flowctl.data.table import DataError
 
+    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in (
+            "hydra", "omegaconf", "yaml", "numpy", "torch", "h5py", "matplotlib"):
+        if _debug():
+            traceback.print_exc()
+        print(f"{PROG}: error: missing dependency {exc.name!r}: install flowctl with its "
+              "dependencies (pip install . or make install)", file=sys.stderr)
+        sys.exit(1)
     try:
         from flowctl.training import TrainingError, TrainingInterrupted
     except ImportError:  # trainer not importable: fall back to generic handling
