@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint bench data clean install help caloflow caloflow-tiny
+.PHONY: demo test lint bench data clean install help caloflow caloflow-tiny integrate-bench bench-integration
 
 help:
 	@echo "make demo   - create $(VENV), install flowctl, train/sample/evaluate the quickstart (~2 min)"
@@ -17,6 +17,7 @@ help:
 	@echo "make data   - generate toy data files under data/ and calorimeter showers under data/calo/"
 	@echo "make caloflow-tiny - CaloFlow chain (data, teacher, student, sample, evaluate, classify) in minutes on CPU"
 	@echo "make caloflow PARTICLE=eplus - the same chain with the paper settings (GPU-sized)"
+	@echo "make integrate-bench - flowctl integrate vs VEGAS vs plain MC at 150k calls (benchmarks/integration.py)"
 	@echo "make clean  - remove outputs/, build artefacts and caches (keeps $(VENV))"
 
 $(PY):
@@ -73,6 +74,13 @@ caloflow: install
 	$(PY) -m flowctl train config=caloflow_student teacher=$(CALO)/teacher data.particle=$(PARTICLE) run_dir=$(CALO)/student
 	$(PY) -m flowctl evaluate run=$(CALO)/student
 	$(PY) -m flowctl classify run=$(CALO)/student truth=data/calo/$(PARTICLE)_test.h5
+
+# Neural importance sampling vs VEGAS vs plain MC (README "Integration"); INTEGRATE_BENCH_ARGS
+# e.g. "--only camel4,camel8 --seeds 3 --jobs 2".
+INTEGRATE_BENCH_ARGS ?=
+integrate-bench bench-integration: install
+	$(PIP) install -e ".[dev,peers]"
+	$(PY) benchmarks/integration.py --out outputs/integrate-bench.json $(INTEGRATE_BENCH_ARGS)
 
 clean:
 	rm -rf outputs multirun build dist *.egg-info .pytest_cache .ruff_cache
