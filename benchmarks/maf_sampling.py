@@ -41,8 +41,10 @@ if str(REPO) not in sys.path:  # `python benchmarks/maf_sampling.py` from a chec
 
 import argparse
 import gc
+import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from importlib.metadata import version as package_version
 from typing import Any
@@ -58,7 +60,6 @@ from benchmarks.common import (
     interleaved_times,
     machine_info,
     median,
-    save_results,
     synchronizer,
 )
 from flowctl.flows import Flow, build
@@ -66,6 +67,17 @@ from flowctl.flows.autoregressive import MaskedAutoregressive
 
 D, TRANSFORMS, HIDDEN, BINS, BOUND = 504, 8, 504, 8, 3.0
 SEED = 1234
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def save(payload: dict[str, Any]) -> Path:
+    """Write ``results/maf_sampling-<stamp>.json`` atomically; return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"maf_sampling-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def set_loop(flow: nn.Module, loop: str, cuda_graph: bool = False) -> None:
@@ -139,7 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--slow-batch", type=int, default=10, help="batch of the D-pass contenders")
     ap.add_argument("--slow-transforms", type=int, default=None,
                     help="transforms of the flows timed with D passes (CPU 1, CUDA 8)")
-    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
+    ap.add_argument("--big-reps", type=int, default=None,
+                    help="repetitions at --batch (default: 1 on CPU, where one takes minutes)")
     ap.add_argument("--quick", action="store_true", help="small batches, one repetition")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -151,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     iaf_batch = args.iaf_batch or (256 if args.quick else 1024)
     slow_t = args.slow_transforms or (TRANSFORMS if cuda else 1)
     reps = args.reps or (1 if args.quick else 3)
+    big_reps = args.big_reps or (reps if cuda else 1)
     sb = args.slow_batch
     sync = synchronizer(device)
     scale = TRANSFORMS / slow_t
@@ -162,7 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                          "nflows": package_version("nflows")}),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "settings": {"batch": batch, "iaf_batch": iaf_batch, "slow_batch": sb,
-                     "slow_transforms": slow_t, "reps": reps},
+                     "slow_transforms": slow_t, "reps": reps,
+                     "big_reps": big_reps},
     }
     print(f"W1c on {device}: D={D}, {TRANSFORMS} transforms, MADE [{HIDDEN}, {HIDDEN}], "
           f"{BINS} bins, bound {BOUND}, float32, threads {torch.get_num_threads()}, "
@@ -183,14 +199,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         slow_maf, peers = flowctl_flow("maf", slow_t, device), peer_flows(slow_t, device)
 
     # 1. full flow at the big batch: incremental sampling vs one forward pass
-    x_eval = maf.sample(batch).detach() if not cuda else torch.randn(batch, D, device=device)
+    with torch.no_grad():  # data for the forward pass: samples of the flow itself
+        x_eval = maf.sample(batch)
     fns = {"incremental": no_grad(partial(maf.sample, batch)),
            "forward": no_grad(partial(maf.log_prob, x_eval))}
     if cuda:
         graphed = flowctl_flow("maf", TRANSFORMS, device)
         set_loop(graphed, "incremental", cuda_graph=True)
         fns["incremental+graph"] = no_grad(partial(graphed.sample, batch))
-    print(f"  [1] full flow, batch {batch}: {', '.join(fns)} (warm-up, {reps} reps)",
+    print(f"  [1] full flow, batch {batch}: {', '.join(fns)} (warm-up, {big_reps} reps)",
           flush=True)
     wb = batch if cuda else 64  # a graph is captured per batch shape
     warm = {"incremental": no_grad(partial(maf.sample, wb)),
@@ -198,18 +215,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if cuda:
         warm["incremental+graph"] = no_grad(partial(graphed.sample, wb))
     timed(warm, 0, 1, sync)
-    t_big = timed(fns, 0, reps, sync)
+    t_big = timed(fns, 0, big_reps, sync)
     result["full_flow"] = {"batch": batch, "median_s": t_big}
     fwd = t_big["forward"]
     for k, v in t_big.items():
         rows.append([f"MAF {k}", f"{batch}", format_seconds(v), f"{v / batch * 1e3:.3f}",
                      f"{v / fwd:.2f}x forward"])
     if cuda:  # the graph replays the same computation
-        torch.manual_seed(1)
-        a = graphed.sample(64)
-        torch.manual_seed(1)
-        set_loop(graphed, "incremental", cuda_graph=False)
-        b = graphed.sample(64)
+        with torch.no_grad():
+            torch.manual_seed(1)
+            a = graphed.sample(64)
+            torch.manual_seed(1)
+            set_loop(graphed, "incremental", cuda_graph=False)
+            b = graphed.sample(64)
         result["graph_max_abs_diff"] = float((a - b).abs().max())
         print(f"      graph vs eager max |dx| {result['graph_max_abs_diff']:.2e}")
 
@@ -285,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {k}: " + (", ".join(f"{a} {b:.3f}" for a, b in v.items())
                             if isinstance(v, dict) else f"{v:.2f}"))
     if not args.no_save:
-        print(f"saved {save_results('maf_sampling', result)}")
+        print(f"saved {save(result)}")
     return result
 
 
