@@ -47,6 +47,7 @@ lint: install
 bench: install
 	$(PIP) install -e ".[dev,bench]"
 	$(PY) benchmarks/flows.py
+	$(PY) benchmarks/maf_sampling.py $(MAF_SAMPLING_ARGS)
 
 CALO_N ?= 100000
 PARTICLE ?= eplus
