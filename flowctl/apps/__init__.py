@@ -18,6 +18,7 @@ APPS: dict[str, str] = {
     "density": "flowctl.apps.density",
     "integration": "flowctl.apps.integration",
     "calo": "flowctl.apps.calo",
+    "posterior": "flowctl.apps.posterior",
 }
 
 
