@@ -491,6 +491,11 @@ def _run_task(job: _Job, cfg: Any) -> dict:
             f"app {body.get('app')!r} does not support `{job.command}`; it supports: "
             f"{', '.join(commands)}"
         )
+    threads = body.get("cpu_threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))  # small flows run faster on one CPU thread
     if job.run is not None:
         run_dir = job.run
     else:

@@ -33,7 +33,8 @@ def density_heatmaps(xs: np.ndarray, ys: np.ndarray, log_q: np.ndarray,
     panels = [("learned density", log_q)]
     if log_p is not None:
         panels.insert(0, ("true density", log_p))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 0.8, 4),
+                             squeeze=False, layout="constrained")
     vmax = max(float(np.nanmax(np.exp(p))) for _, p in panels)
     extent = (xs[0], xs[-1], ys[0], ys[-1])
     for ax, (title, lp) in zip(axes[0], panels):
@@ -42,7 +43,7 @@ def density_heatmaps(xs: np.ndarray, ys: np.ndarray, log_q: np.ndarray,
         ax.set_title(title)
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.85)
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.85, label="density")
     return fig
 
 
