@@ -19,6 +19,7 @@ APPS: dict[str, str] = {
     "integration": "flowctl.apps.integration",
     "calo": "flowctl.apps.calo",
     "posterior": "flowctl.apps.posterior",
+    "reweight": "flowctl.apps.reweight",
 }
 
 

@@ -31,10 +31,13 @@ from torch import nn
 
 __all__ = [
     "ClassifierConfig",
+    "ClassifierPredictor",
     "ClassifierResult",
     "IsotonicCalibration",
     "auc",
     "bootstrap_auc",
+    "classifier_state",
+    "dctr_weights",
     "density_ratio",
     "jsd_from_bce",
     "roc_curve",
@@ -90,6 +93,8 @@ class ClassifierResult:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     calibration: IsotonicCalibration | None = None
+    splits: tuple[list[np.ndarray], list[np.ndarray]] | None = None  # (s0, s1) row indices
+    test_weights: np.ndarray | None = None  # sample weights of the test split (if given)
 
     def summary(self) -> dict[str, Any]:
         return {"auc": self.auc, "auc_err": self.auc_err, "jsd": self.jsd,
@@ -108,15 +113,32 @@ class ClassifierResult:
 # --------------------------------------------------------------------------- scores
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+def auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties).
+
+    With per-event ``weights [N]`` it is the weighted probability that a label-1 event
+    scores above a label-0 one (ties count one half)."""
     labels = np.asarray(labels).astype(bool)
+    if weights is not None:
+        return _weighted_auc(labels, np.asarray(scores, np.float64),
+                             np.asarray(weights, np.float64))
     n1 = int(labels.sum())
     n0 = len(labels) - n1
     if n0 == 0 or n1 == 0:
         return float("nan")
     ranks = _average_ranks(np.asarray(scores, np.float64))
     return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
+
+
+def _weighted_auc(labels: np.ndarray, s: np.ndarray, w: np.ndarray) -> float:
+    uniq, inv = np.unique(s, return_inverse=True)
+    w1 = np.bincount(inv, weights=np.where(labels, w, 0.0), minlength=len(uniq))
+    w0 = np.bincount(inv, weights=np.where(labels, 0.0, w), minlength=len(uniq))
+    t0, t1 = w0.sum(), w1.sum()
+    if t0 <= 0 or t1 <= 0:
+        return float("nan")
+    below = np.cumsum(w0) - w0  # label-0 weight strictly below each score
+    return float((w1 * (below + 0.5 * w0)).sum() / (t0 * t1))
 
 
 def _average_ranks(s: np.ndarray) -> np.ndarray:
@@ -131,13 +153,14 @@ def _average_ranks(s: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, n: int = 200,
-                  seed: int = 0) -> float:
+                  seed: int = 0, weights: np.ndarray | None = None) -> float:
     """Standard deviation of the AUC over ``n`` bootstrap resamples (0 if ``n`` < 2)."""
     if n < 2:
         return 0.0
     rng = np.random.default_rng(seed)
     m = len(labels)
-    vals = [auc(labels[i], scores[i]) for i in (rng.integers(0, m, m) for _ in range(n))]
+    vals = [auc(labels[i], scores[i], None if weights is None else weights[i])
+            for i in (rng.integers(0, m, m) for _ in range(n))]
     return float(np.nanstd(vals, ddof=1))
 
 
@@ -151,11 +174,12 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return fp / max(fp[-1], 1), tp / max(tp[-1], 1)
 
 
-def jsd_from_bce(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-6) -> float:
+def jsd_from_bce(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-6,
+                 weights: np.ndarray | None = None) -> float:
     """Jensen-Shannon divergence estimate ``(ln 2 - BCE) / ln 2`` in [0, 1] (CaloChallenge)."""
     p = np.clip(probs, eps, 1 - eps)
     y = np.asarray(labels, np.float64)
-    bce = -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))
+    bce = -np.average(y * np.log(p) + (1 - y) * np.log1p(-p), weights=weights)
     return float((math.log(2.0) - bce) / math.log(2.0))
 
 
@@ -167,27 +191,48 @@ def density_ratio(probs: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return p / (1 - p)
 
 
+def dctr_weights(probs: np.ndarray, clip: float | None = 10.0, normalize: bool = True,
+                 eps: float = 1e-6) -> tuple[np.ndarray, float]:
+    """DCTR weights (arXiv:1907.08209, 2009.03796) ``w = D/(1-D)`` ``[N]`` for the label-0
+    sample, scaled to mean 1 (which removes the class-size prior of a calibrated D) and
+    clipped at ``clip`` times the mean; returns ``(w, fraction of clipped weights)``."""
+    w = density_ratio(probs, eps)
+    if normalize and len(w):
+        w = w / w.mean()
+    frac = 0.0
+    if clip is not None and len(w):
+        over = w > clip
+        frac = float(over.mean())
+        w = np.minimum(w, clip)
+        if normalize:
+            w = w / w.mean()
+    return w, frac
+
+
 class IsotonicCalibration:
     """Monotone (non-decreasing) map from scores to probabilities by pool-adjacent-violators,
     clipped to [y_min, 1 - y_min]; evaluated by linear interpolation."""
 
-    def __init__(self, scores: np.ndarray, labels: np.ndarray, y_min: float = 1e-6) -> None:
+    def __init__(self, scores: np.ndarray, labels: np.ndarray, y_min: float = 1e-6,
+                 weights: np.ndarray | None = None) -> None:
         order = np.argsort(scores, kind="mergesort")
         x = np.asarray(scores, np.float64)[order]
         y = np.asarray(labels, np.float64)[order]
+        wy = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)[order]
         # PAV on blocks: value, weight, x-range
         vals: list[float] = []
         wts: list[float] = []
         xlo: list[float] = []
         xhi: list[float] = []
-        for xi, yi in zip(x, y):
+        for xi, yi, wi in zip(x, y, wy):
             vals.append(yi)
-            wts.append(1.0)
+            wts.append(float(wi))
             xlo.append(xi)
             xhi.append(xi)
             while len(vals) > 1 and vals[-2] > vals[-1]:
                 w = wts[-2] + wts[-1]
-                v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w
+                v = ((vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w if w > 0
+                     else 0.5 * (vals[-2] + vals[-1]))
                 vals[-2:], wts[-2:] = [v], [w]
                 xlo[-2:], xhi[-2:] = [xlo[-2]], [xhi[-1]]
         kx = np.array([c for lo, hi in zip(xlo, xhi) for c in (lo, hi)])
@@ -196,6 +241,13 @@ class IsotonicCalibration:
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         return np.interp(scores, self.x, self.y)
+
+    @classmethod
+    def from_knots(cls, x: np.ndarray, y: np.ndarray) -> IsotonicCalibration:
+        """Rebuild a fitted calibration from its knots ``x, y [K]`` (see ``self.x, self.y``)."""
+        obj = cls.__new__(cls)
+        obj.x, obj.y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        return obj
 
 
 # --------------------------------------------------------------------------- the classifier
@@ -233,11 +285,15 @@ def _split(n: int, fractions: Sequence[float], rng: np.random.Generator) -> list
 
 
 def train_classifier(x0: np.ndarray, x1: np.ndarray, cfg: ClassifierConfig | None = None,
-                     log: bool = False) -> ClassifierResult:
+                     log: bool = False, w0: np.ndarray | None = None,
+                     w1: np.ndarray | None = None) -> ClassifierResult:
     """Train an MLP to separate ``x0 [N0, F]`` (label 0) from ``x1 [N1, F]`` (label 1).
 
     Each sample is split ``cfg.split`` (train/val/test); the epoch with the lowest val BCE is
     kept; the AUC (± bootstrap std), JSD and accuracy are computed on the test split.
+    Optional per-event weights ``w0 [N0]``, ``w1 [N1]`` (e.g. DCTR weights of a reweighted
+    sample) weigh the loss, the calibration and the test scores; each class's weights are
+    scaled to mean 1.
     """
     cfg = cfg or ClassifierConfig()
     x0, x1 = np.asarray(x0), np.asarray(x1)
@@ -254,12 +310,19 @@ def train_classifier(x0: np.ndarray, x1: np.ndarray, cfg: ClassifierConfig | Non
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     s0, s1 = _split(len(x0), cfg.split, rng), _split(len(x1), cfg.split, rng)
+    weighted = w0 is not None or w1 is not None
+    ws = []
+    for name, w, x in (("w0", w0, x0), ("w1", w1, x1)):
+        w = np.ones(len(x)) if w is None else np.asarray(w, np.float64)
+        if w.shape != (len(x),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"{name} must be {len(x)} finite non-negative weights")
+        ws.append(w / w.mean())
     parts = []
     for a, b in zip(s0, s1):
         x = np.concatenate([x0[a], x1[b]]).astype(np.float64)
         y = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
-        parts.append((x, y))
-    (xtr, ytr), (xva, yva), (xte, yte) = parts
+        parts.append((x, y, np.concatenate([ws[0][a], ws[1][b]])))
+    (xtr, ytr, wtr), (xva, yva, wva), (xte, yte, wte) = parts
     mean = std = None
     if cfg.standardize:
         mean = xtr.mean(0)
@@ -274,11 +337,17 @@ def train_classifier(x0: np.ndarray, x1: np.ndarray, cfg: ClassifierConfig | Non
     xt = torch.as_tensor(xtr, dtype=dtype, device=dev)
     yt = torch.as_tensor(ytr, dtype=dtype, device=dev)
     # balance the classes in the loss when the samples differ in size
-    pos_w = torch.tensor(float((ytr == 0).sum()) / max(float(ytr.sum()), 1.0), dtype=dtype,
-                         device=dev)
-    lossf = nn.BCEWithLogitsLoss(pos_weight=pos_w)
+    pos_w = torch.tensor(float(wtr[ytr == 0].sum()) / max(float(wtr[ytr == 1].sum()), 1e-12),
+                         dtype=dtype, device=dev)
+    bce = nn.BCEWithLogitsLoss(pos_weight=pos_w, reduction="none")
+
+    def lossf(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return (bce(logits, y) * w).mean()
+
+    wt = torch.as_tensor(wtr, dtype=dtype, device=dev)
     xv = torch.as_tensor(xva, dtype=dtype, device=dev)
     yv = torch.as_tensor(yva, dtype=dtype, device=dev)
+    wv = torch.as_tensor(wva, dtype=dtype, device=dev)
     best, best_state, best_epoch, since = math.inf, copy.deepcopy(model.state_dict()), 0, 0
     history: list[dict[str, float]] = []
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -290,13 +359,14 @@ def train_classifier(x0: np.ndarray, x1: np.ndarray, cfg: ClassifierConfig | Non
         for i in range(0, len(xt), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = lossf(model(xt[idx]).squeeze(-1), yt[idx])
+            loss = lossf(model(xt[idx]).squeeze(-1), yt[idx], wt[idx])
             loss.backward()
             opt.step()
             tot += float(loss.detach()) * len(idx)
         model.eval()
         with torch.no_grad():
-            vl = float(sum(lossf(model(xv[i:i + 20000]).squeeze(-1), yv[i:i + 20000])
+            vl = float(sum(lossf(model(xv[i:i + 20000]).squeeze(-1), yv[i:i + 20000],
+                                 wv[i:i + 20000])
                            * len(yv[i:i + 20000]) for i in range(0, len(xv), 20000)) / len(xv))
         history.append({"epoch": epoch, "train_loss": tot / len(xt), "val_loss": vl})
         if log:
@@ -309,15 +379,18 @@ def train_classifier(x0: np.ndarray, x1: np.ndarray, cfg: ClassifierConfig | Non
                 break
     model.load_state_dict(best_state)
     pv, pt = _predict(model, xva), _predict(model, xte)
-    calib = IsotonicCalibration(pv, yva) if cfg.calibrate else None
+    calib = (IsotonicCalibration(pv, yva, weights=wva if weighted else None)
+             if cfg.calibrate else None)
     pt_cal = calib(pt) if calib is not None else pt
-    a = auc(yte, pt)  # ranks of the raw scores (calibration only adds ties)
+    wtest = wte if weighted else None
+    a = auc(yte, pt, wtest)  # ranks of the raw scores (calibration only adds ties)
+    acc = float(np.average((pt_cal > 0.5) == yte, weights=wtest))
     return ClassifierResult(
-        auc=a, auc_err=bootstrap_auc(yte, pt, cfg.bootstrap, cfg.seed),
-        jsd=jsd_from_bce(yte, pt_cal), accuracy=float(((pt_cal > 0.5) == yte).mean()),
+        auc=a, auc_err=bootstrap_auc(yte, pt, cfg.bootstrap, cfg.seed, wtest),
+        jsd=jsd_from_bce(yte, pt_cal, weights=wtest), accuracy=acc,
         best_epoch=best_epoch, epochs=epoch, wall_s=time.perf_counter() - t0,
         test_labels=yte, test_probs=pt_cal, history=history, model=model, mean=mean,
-        std=std, calibration=calib)
+        std=std, calibration=calib, splits=(s0, s1), test_weights=wtest)
 
 
 def config_dict(cfg: ClassifierConfig) -> dict[str, Any]:
@@ -326,3 +399,45 @@ def config_dict(cfg: ClassifierConfig) -> dict[str, Any]:
     d["hidden"] = list(d["hidden"])
     d["split"] = list(d["split"])
     return d
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def classifier_state(res: ClassifierResult, cfg: ClassifierConfig) -> dict[str, Any]:
+    """Everything needed to predict again (weights, scaling, calibration knots, config), as a
+    dict of tensors/arrays/plain values for ``torch.save``."""
+    assert res.model is not None
+    return {"model": {k: v.detach().cpu() for k, v in res.model.state_dict().items()},
+            "config": config_dict(cfg),
+            "n_features": int(next(res.model.parameters()).shape[1]),
+            "mean": res.mean, "std": res.std,
+            "calibration": None if res.calibration is None else
+            {"x": res.calibration.x, "y": res.calibration.y}}
+
+
+@dataclass
+class ClassifierPredictor:
+    """A trained classifier reloaded from :func:`classifier_state`."""
+
+    model: nn.Module
+    mean: np.ndarray | None
+    std: np.ndarray | None
+    calibration: IsotonicCalibration | None
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ClassifierPredictor:
+        c = state["config"]
+        model = _mlp(int(state["n_features"]), c["hidden"], float(c.get("dropout", 0.0)))
+        model.to(getattr(torch, c.get("dtype", "float32")))
+        model.load_state_dict(state["model"])
+        model.eval()
+        cal = state.get("calibration")
+        calib = None if cal is None else IsotonicCalibration.from_knots(cal["x"], cal["y"])
+        return cls(model, state.get("mean"), state.get("std"), calib)
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray, batch: int = 20000) -> np.ndarray:
+        """Calibrated P(label 1 | x) ``[N]`` for ``x [N, F]``."""
+        p = _predict(self.model, _scale(np.asarray(x, np.float64), self.mean, self.std), batch)
+        return self.calibration(p) if self.calibration is not None else p
