@@ -50,6 +50,7 @@ def test_train_sample_evaluate_in_process(tmp_path: Path) -> None:
     # a nonlinear simulator has no KL but the same calibration report
     cfg2 = _cfg(kind="two_moons")
     cfg2["eval"]["plots"] = False
+    cfg2["sims"]["n_train"], cfg2["trainer"]["epochs"] = 200, 1
     app.COMMANDS["train"](cfg2, tmp_path / "moons")
     ev2 = app.COMMANDS["evaluate"](cfg2, tmp_path / "moons")
     assert "kl" not in ev2 and ev2["n_sbc"] == 100

@@ -46,8 +46,8 @@ def test_dctr_weights_clip_and_normalize() -> None:
 def test_exact_ratio_weights_remove_the_difference() -> None:
     """x0 ~ N(0.5, 1) weighted by N(0,1)/N(0.5,1) is indistinguishable from x1 ~ N(0, 1)."""
     rng = np.random.default_rng(1)
-    x0 = rng.normal(0.5, 1.0, (4000, 1))
-    x1 = rng.normal(0.0, 1.0, (4000, 1))
+    x0 = rng.normal(0.5, 1.0, (3000, 1))
+    x1 = rng.normal(0.0, 1.0, (3000, 1))
     w = np.exp(-0.5 * x0[:, 0] ** 2 + 0.5 * (x0[:, 0] - 0.5) ** 2)
     plain = train_classifier(x0, x1, FAST)
     weighted = train_classifier(x0, x1, FAST, w0=w)
