@@ -20,6 +20,7 @@ APPS: dict[str, str] = {
     "calo": "flowctl.apps.calo",
     "posterior": "flowctl.apps.posterior",
     "reweight": "flowctl.apps.reweight",
+    "discflow": "flowctl.apps.discflow",
 }
 
 
