@@ -258,16 +258,16 @@ def _distributed_run_dir(config: str) -> str | None:
     """Under torchrun, rank 0 picks the timestamped run dir and shares it via the agent store."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true":
-        return None
     from datetime import datetime, timedelta
-
-    from torch.distributed import TCPStore
 
     rank = int(os.environ.get("RANK", "0"))
     path = f"outputs/{config}/{datetime.now():%Y-%m-%d_%H-%M-%S}"
     key = f"flowctl/run_dir/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     try:
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true":
+            raise RuntimeError("no agent store")
+        from torch.distributed import TCPStore
+
         store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
                          is_master=False, timeout=timedelta(seconds=60))
         if rank == 0:
@@ -592,7 +592,7 @@ def _make_task(job: _Job):
 # --------------------------------------------------------------------------- main
 
 
-def _hydra_argv(inv: Invocation, config_name: str, run_path: Path | None) -> list[str]:
+def _hydra_argv(inv: Invocation, config_name: str, hydra_ovr: list[str]) -> list[str]:
     """Hydra's argv: flags, our output-dir settings, then the user's overrides."""
     args = list(inv.flags)
     if inv.config_dir:
@@ -600,7 +600,6 @@ def _hydra_argv(inv: Invocation, config_name: str, run_path: Path | None) -> lis
     if inv.multirun:
         args.append("--multirun")
     args += ["--config-name", config_name]
-    hydra_ovr = _hydra_overrides(inv, run_path)
     return args + hydra_ovr + inv.overrides
 
 
@@ -707,7 +706,7 @@ def _dispatch(argv: Sequence[str]) -> int:
     hydra_ovr = _hydra_overrides(inv, run_path)
     validate(inv, primary_dir, config_name, hydra_ovr)
     job = _Job(command=command, config=inv.config, run=run_path)
-    _run_hydra(primary_dir, config_name, _hydra_argv(inv, config_name, run_path), job)
+    _run_hydra(primary_dir, config_name, _hydra_argv(inv, config_name, hydra_ovr), job)
     return 0
 
 

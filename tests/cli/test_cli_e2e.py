@@ -157,7 +157,7 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
                          check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "quickstart_tiny").iterdir())
-    assert len(runs) == 1, runs
+    assert len(runs) == 1, [sorted(q.name for q in p.iterdir()) for p in runs] + [res.stderr]
     m = json.loads((runs[0] / "metrics.json").read_text())
     assert m["train"]["epochs"] == 2
     shutil.rmtree(tmp_path / "outputs")
