@@ -34,6 +34,10 @@ SUBCOMMANDS: dict[str, str] = {
 }
 # Subcommands that act on an existing run directory (run=PATH, default: newest run).
 RUN_COMMANDS = {"sample", "evaluate", "distill", "classify"}
+# Of those, the ones that make a NEW run when given config=NAME without run=, reading their
+# inputs from the config (e.g. `distill config=caloflow_student teacher=RUN`,
+# `classify config=reweight truth=FILE generated=FILE`).
+CONFIG_RUN_COMMANDS = {"distill", "classify"}
 # Data keys that may be added to a stored run config, e.g. ``evaluate run=D data.path=FILE``.
 RUN_ADDABLE = ("data.path", "data.key", "data.columns", "data.delimiter")
 GROUPS_HINT = "flow/, data/, trainer/"
@@ -133,7 +137,8 @@ def help_text(user_dir: str | None = None) -> str:
         "  key=value            override any config key, e.g. flow.transforms=8 trainer.lr=1e-3",
         "  group=option         pick a group option, e.g. flow=maf_rqs data=moons trainer=tiny",
         "  run_dir=PATH         where `train` writes (default outputs/NAME/YYYY-mm-dd_HH-MM-SS)",
-        "  run=PATH             the run that sample/evaluate/... read (default: newest run)",
+        "  run=PATH             the run that sample/evaluate/... read (default: newest run;",
+        "                       distill/classify with config=NAME and no run= start a new run)",
         "  n=N                  number of samples for `sample`",
         "",
         "hydra options:",
@@ -509,7 +514,7 @@ def _run_task(job: _Job, cfg: Any) -> dict:
                 )
             if resume and (run_dir / "config.yaml").exists():
                 _check_resume_compatible(run_dir, body)
-            write_config(run_dir, body)
+        write_config(run_dir, body)  # a new run: the directory alone describes it
     return commands[job.command](body, run_dir)
 
 
@@ -675,7 +680,8 @@ def _dispatch(argv: Sequence[str]) -> int:
     configs = list_configs(inv.config_dir)
 
     run_path: Path | None = None
-    if command in RUN_COMMANDS:
+    new_run = command in CONFIG_RUN_COMMANDS and inv.run is None and inv.config is not None
+    if command in RUN_COMMANDS and not new_run:
         from flowctl.apps.common import UserError, check_run_dir
 
         if inv.run is None and inv.config is None:

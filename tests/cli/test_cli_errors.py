@@ -112,3 +112,14 @@ def test_cfg_with_multirun_and_missing_launcher(capsys: pytest.CaptureFixture[st
         line = _err(capsys, ["train", "config=quickstart_tiny", "-m", "seed=0,1",
                              "hydra/launcher=submitit_slurm"])
         assert "flowctl[slurm]" in line
+
+
+def test_distill_and_classify_with_config_make_a_new_run(tmp_path: Path) -> None:
+    """`distill|classify config=NAME` (no run=) start a new run from the config's inputs
+    instead of looking for an existing run of NAME; here the density app then refuses."""
+    for command in ("distill", "classify"):
+        res = run_flowctl([command, "config=quickstart_tiny", f"run_dir={tmp_path / command}"],
+                          tmp_path)
+        assert res.returncode == 2, res.stderr
+        assert f"does not support `{command}`" in res.stderr
+        assert "no run of config" not in res.stderr
