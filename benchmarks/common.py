@@ -54,6 +54,17 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+def paired_ratios(times: Mapping[str, Sequence[float]], reference: str = "flowctl"
+                  ) -> dict[str, float]:
+    """Median over repetitions of ``reference / peer`` measured in the same repetition.
+
+    Robust to a slow phase of the machine that spans several repetitions: each ratio compares
+    calls made seconds apart."""
+    ref = times[reference]
+    return {f"{reference}/{name}": median([a / b for a, b in zip(ref, t)])
+            for name, t in times.items() if name != reference}
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable scalars (masks and other buffers excluded)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

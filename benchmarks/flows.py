@@ -51,6 +51,7 @@ from benchmarks.common import (
     load_average,
     machine_info,
     median,
+    paired_ratios,
     results_path,
     save_results,
     synchronizer,
@@ -258,11 +259,15 @@ def measure(rows: list[dict[str, Any]], wid: str, label: str, counts: dict[str, 
     times = interleaved_times(fns, st.warmup, st.reps, st.sync)
     med = {name: median(t) for name, t in times.items()}
     ratios = {f"flowctl/{k}": med["flowctl"] / v for k, v in med.items() if k != "flowctl"}
+    paired = paired_ratios(times)
     print(f"  {wid:<4} {label:<34} " + "  ".join(f"{k} {format_seconds(v)}"
                                                  for k, v in med.items())
-          + "   " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
+          + "   " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items())
+          + "   paired " + " ".join(f"{v:.2f}" for v in paired.values()), flush=True)
     rows.append({"id": wid, "workload": label, "parameters": counts, "median_s": med,
-                 "ratios": ratios, "times_s": times, "load_average": load_average(), **extra})
+                 "min_s": {k: min(t) for k, t in times.items()}, "ratios": ratios,
+                 "paired_ratios": paired, "times_s": times, "load_average": load_average(),
+                 **extra})
 
 
 def run_w1(rows: list[dict[str, Any]], st: Settings) -> None:
@@ -408,7 +413,16 @@ def report(rows: list[dict[str, Any]]) -> str:
         cells += [format_seconds(med.get(name)) for name in libs]
         cells += [f"{r['ratios'][f'flowctl/{p}']:.2f}" if p in med else "-" for p in peers]
         table.append(cells)
-    lines = [format_table(header, table), "", "parameters:"]
+    lines = [format_table(header, table), ""]
+    paired_rows = [[f"{r['id']} {r['workload']}",
+                    *(f"{r['paired_ratios'][f'flowctl/{p}']:.2f}"
+                      if f"flowctl/{p}" in r.get("paired_ratios", {}) else "-" for p in peers)]
+                   for r in rows if "paired_ratios" in r]
+    if paired_rows:
+        lines += [("per-repetition ratios (median over repetitions of flowctl/peer timed in the "
+                   "same repetition; robust to load drift):"),
+                  format_table(["workload", *(f"flowctl/{p}" for p in peers)], paired_rows), ""]
+    lines.append("parameters:")
     seen: set[str] = set()
     for r in rows:
         key = r["id"].rstrip("abc")
