@@ -197,15 +197,26 @@ def dctr_weights(probs: np.ndarray, clip: float | None = 10.0, normalize: bool =
     sample, scaled to mean 1 (which removes the class-size prior of a calibrated D) and
     clipped at ``clip`` times the mean; returns ``(w, fraction of clipped weights)``."""
     w = density_ratio(probs, eps)
-    if normalize and len(w):
-        w = w / w.mean()
     frac = 0.0
-    if clip is not None and len(w):
-        over = w > clip
-        frac = float(over.mean())
-        w = np.minimum(w, clip)
-        if normalize:
-            w = w / w.mean()
+    if not len(w):
+        return w, frac
+    if clip is None:
+        return (w / w.mean() if normalize else w), frac
+    if not normalize:
+        return np.minimum(w, clip), float((w > clip).mean())
+    if clip < 1:
+        raise ValueError(f"clip must be >= 1 (the mean weight), got {clip}")
+    # scale s with mean(min(s·w, clip)) = 1: the k largest clipped, the rest scaled
+    r = np.sort(w)
+    n = len(r)
+    csum = np.concatenate([[0.0], np.cumsum(r)])
+    ks = np.arange(n)
+    scales = (n - ks * clip) / csum[n - ks]
+    upper = np.concatenate([[np.inf], r[::-1][:n - 1]])  # r[n - k] (k >= 1)
+    ok = (scales * r[n - ks - 1] <= clip) & (scales * upper >= clip)
+    k = int(np.argmax(ok)) if ok.any() else n - 1
+    w = np.minimum(scales[k] * w, clip)
+    frac = k / n
     return w, frac
 
 

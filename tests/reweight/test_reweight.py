@@ -41,6 +41,10 @@ def test_dctr_weights_clip_and_normalize() -> None:
     assert np.all(np.diff(w) >= 0)
     w2, f2 = dctr_weights(p, clip=None, normalize=False)
     assert f2 == 0.0 and w2[2] == pytest.approx(9.0)
+    # one D -> 1 outlier must not squash all other weights (clip after normalising, stably)
+    w3, f3 = dctr_weights(np.r_[np.full(999, 0.5), 1 - 1e-6], clip=10.0)
+    assert w3.max() == pytest.approx(10.0) and w3.mean() == pytest.approx(1.0)
+    assert w3[0] == pytest.approx(990 / 999) and f3 == pytest.approx(1e-3)
 
 
 def test_exact_ratio_weights_remove_the_difference() -> None:
