@@ -63,7 +63,7 @@ caloflow-tiny: install
 	rm -rf $(CALO_TINY)/teacher $(CALO_TINY)/student
 	$(PY) -m flowctl train config=caloflow_teacher_tiny data.path=$(CALO_TINY)/data/$(PARTICLE).h5 run_dir=$(CALO_TINY)/teacher
 	$(PY) -m flowctl evaluate run=$(CALO_TINY)/teacher
-	$(PY) -m flowctl train config=caloflow_student_tiny teacher=$(CALO_TINY)/teacher data.path=$(CALO_TINY)/data/$(PARTICLE).h5 run_dir=$(CALO_TINY)/student
+	$(PY) -m flowctl distill config=caloflow_student_tiny teacher=$(CALO_TINY)/teacher data.path=$(CALO_TINY)/data/$(PARTICLE).h5 run_dir=$(CALO_TINY)/student
 	$(PY) -m flowctl evaluate run=$(CALO_TINY)/student
 	$(PY) -m flowctl classify run=$(CALO_TINY)/student truth=$(CALO_TINY)/data/$(PARTICLE)_test.h5
 
@@ -72,7 +72,7 @@ caloflow: install
 	test -f data/calo/$(PARTICLE).h5 || $(PY) -m flowctl.data.synth --out data/calo --n $(CALO_N) --particles $(PARTICLE)
 	$(PY) -m flowctl train config=caloflow_teacher data.particle=$(PARTICLE) run_dir=$(CALO)/teacher
 	$(PY) -m flowctl evaluate run=$(CALO)/teacher
-	$(PY) -m flowctl train config=caloflow_student teacher=$(CALO)/teacher data.particle=$(PARTICLE) run_dir=$(CALO)/student
+	$(PY) -m flowctl distill config=caloflow_student teacher=$(CALO)/teacher data.particle=$(PARTICLE) run_dir=$(CALO)/student
 	$(PY) -m flowctl evaluate run=$(CALO)/student
 	$(PY) -m flowctl classify run=$(CALO)/student truth=data/calo/$(PARTICLE)_test.h5
 
