@@ -427,7 +427,8 @@ def validate(inv: Invocation, primary_dir: Path, config_name: str,
         except (HydraException, OmegaConfBaseException) as exc:
             raise CLIError(_rephrase_composition(exc, inv)) from None
         OmegaConf.set_struct(base, False)
-        base_nohydra = {k: v for k, v in base.items() if k != "hydra"}
+        # items_ex(resolve=False) lists a missing value (`key: ???`) instead of raising on it
+        base_nohydra = {k: v for k, v in base.items_ex(resolve=False) if k != "hydra"}
         flat = _flatten(OmegaConf.create(base_nohydra))
         for o in value_ovr:
             key = o.key_or_group

@@ -123,3 +123,14 @@ def test_distill_and_classify_with_config_make_a_new_run(tmp_path: Path) -> None
         assert res.returncode == 2, res.stderr
         assert f"does not support `{command}`" in res.stderr
         assert "no run of config" not in res.stderr
+
+
+def test_required_top_level_value_given_on_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "needs_file.yaml").write_text(
+        "defaults:\n  - quickstart_tiny\n  - _self_\nextra_file: ???\n")
+    argv = ["train", "config=needs_file", "--config-dir", str(tmp_path)]
+    assert main([*argv, "extra_file=events.h5", "--cfg", "job"]) == 0
+    assert "extra_file: events.h5" in capsys.readouterr().out
+    line = _err(capsys, argv)
+    assert "extra_file is required" in line
