@@ -42,6 +42,7 @@ import torch
 
 from flowctl.apps.common import (
     UserError,
+    build_flow,
     find_checkpoint,
     is_main_process,
     read_config,
@@ -159,12 +160,7 @@ def expand_spec(spec: dict[str, Any], layer_sizes: list[int] | None = None) -> d
 
 
 def _build(spec: dict[str, Any], layer_sizes: list[int] | None = None) -> torch.nn.Module:
-    from flowctl.flows import build
-
-    try:
-        return build(expand_spec(spec, layer_sizes))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"flow config: {exc}") from None
+    return build_flow(expand_spec(spec, layer_sizes))
 
 
 def _load(run_dir: Path, spec: dict[str, Any], layer_sizes: list[int] | None = None

@@ -13,6 +13,7 @@ import yaml
 
 __all__ = [
     "UserError",
+    "build_flow",
     "check_run_dir",
     "find_checkpoint",
     "is_main_process",
@@ -25,6 +26,16 @@ __all__ = [
 
 class UserError(Exception):
     """A mistake in what the user asked for; the CLI prints it as one line and exits 2."""
+
+
+def build_flow(spec: Mapping[str, Any]) -> Any:
+    """``flowctl.flows.build(spec)``, its errors turned into one-line :class:`UserError` s."""
+    from flowctl.flows import build
+
+    try:
+        return build(spec)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"flow config: {exc}") from None
 
 
 def is_main_process() -> bool:

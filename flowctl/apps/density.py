@@ -19,6 +19,7 @@ import torch
 
 from flowctl.apps.common import (
     UserError,
+    build_flow,
     find_checkpoint,
     is_main_process,
     read_config,
@@ -91,15 +92,6 @@ def _flow_spec(cfg: dict[str, Any], dim: int) -> dict[str, Any]:
     return spec
 
 
-def _build(spec: dict[str, Any]) -> torch.nn.Module:
-    from flowctl.flows import build
-
-    try:
-        return build(spec)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"flow config: {exc}") from None
-
-
 def _nll_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return -model.log_prob(batch[0]).mean()
 
@@ -125,7 +117,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     cfg["flow"] = _flow_spec(cfg, data.dim)
     write_config(run_dir, cfg)  # features filled in: the run dir alone rebuilds the flow
     seed_everything(int(cfg["trainer"].get("seed", 0)))
-    flow = _build(cfg["flow"])
+    flow = build_flow(cfg["flow"])
     flow.initialize(torch.from_numpy(data.train))
     summary = fit(flow, _nll_loss, TensorDataset(torch.from_numpy(data.train)),
                   TensorDataset(torch.from_numpy(data.val)), cfg["trainer"], run_dir,
@@ -167,7 +159,7 @@ def load_flow(cfg: dict[str, Any], run_dir: Path, which: str = "best") -> torch.
     if spec.get("features") is None:
         raise UserError(f"run directory {run_dir}: config.yaml has no flow.features; "
                         "was it written by `flowctl train`?")
-    flow = _build(spec)
+    flow = build_flow(spec)
     path = find_checkpoint(run_dir, which)
     if path is None:
         raise UserError(f"run directory {run_dir} has no checkpoint (checkpoints/best.pt)")

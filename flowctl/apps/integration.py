@@ -31,6 +31,7 @@ from torch import Tensor
 
 from flowctl.apps.common import (
     UserError,
+    build_flow,
     find_checkpoint,
     is_main_process,
     update_metrics_json,
@@ -126,16 +127,6 @@ def flow_spec(cfg: dict[str, Any], dim: int) -> dict[str, Any]:
     if spec.get("transforms") is None:
         spec["transforms"] = 2 * math.ceil(math.log2(dim))
     return spec
-
-
-def build_flow(spec: dict[str, Any]) -> torch.nn.Module:
-    """``flowctl.flows.build(spec)`` with one-line errors."""
-    from flowctl.flows import build
-
-    try:
-        return build(spec)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"flow config: {exc}") from None
 
 
 def _device(name: str) -> torch.device:

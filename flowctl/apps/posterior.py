@@ -28,6 +28,7 @@ import torch
 
 from flowctl.apps.common import (
     UserError,
+    build_flow,
     find_checkpoint,
     is_main_process,
     update_metrics_json,
@@ -89,15 +90,6 @@ def _flow_spec(cfg: dict[str, Any], p: int, c: int) -> dict[str, Any]:
     return spec
 
 
-def _build(spec: dict[str, Any]) -> torch.nn.Module:
-    from flowctl.flows import build
-
-    try:
-        return build(spec)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"flow config: {exc}") from None
-
-
 def _nll(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     theta, ctx = batch
     return -model.log_prob(theta, ctx).mean()
@@ -119,7 +111,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     cfg["flow"] = _flow_spec(cfg, th.shape[1], x.shape[1])
     write_config(run_dir, cfg)
     seed_everything(int(cfg["trainer"].get("seed", 0)))
-    flow = _build(cfg["flow"])
+    flow = build_flow(cfg["flow"])
     ctx = _ctx(cfg, x)
     flow.initialize(torch.from_numpy(th), ctx)
     vt, vx = sets["val"]
@@ -150,7 +142,7 @@ def load_flow(cfg: dict[str, Any], run_dir: Path, which: str = "best") -> torch.
     if not cfg.get("context_norm") or not (cfg.get("flow") or {}).get("features"):
         raise UserError(f"run directory {run_dir}: config.yaml lacks flow.features or "
                         "context_norm; was it written by `flowctl train`?")
-    flow = _build(dict(cfg["flow"]))
+    flow = build_flow(dict(cfg["flow"]))
     path = find_checkpoint(run_dir, which)
     if path is None:
         raise UserError(f"run directory {run_dir} has no checkpoint (checkpoints/best.pt)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -13,16 +12,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from flowctl.plots.density import save
+
 __all__ = ["marginals", "plane", "save", "training_curve", "weight_distribution"]
 
 
-def save(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG (creating the folder) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def weight_distribution(weights: Mapping[str, np.ndarray], bins: int = 50) -> Figure:
