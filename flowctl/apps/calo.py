@@ -45,6 +45,7 @@ from flowctl.apps.common import (
     build_flow,
     find_checkpoint,
     is_main_process,
+    load_weights,
     read_config,
     update_metrics_json,
     write_config,
@@ -166,23 +167,7 @@ def _build(spec: dict[str, Any], layer_sizes: list[int] | None = None) -> torch.
 def _load(run_dir: Path, spec: dict[str, Any], layer_sizes: list[int] | None = None
           ) -> torch.nn.Module:
     """Rebuild a flow and load ``run_dir/checkpoints/best.pt`` (or last.pt)."""
-    from flowctl.training import TrainingError, load_checkpoint
-
-    path = find_checkpoint(run_dir)
-    if path is None:
-        raise UserError(f"{run_dir} has no checkpoint (checkpoints/best.pt); train it first")
-    flow = _build(spec, layer_sizes)
-    try:
-        ck = load_checkpoint(path)
-    except TrainingError as exc:
-        raise UserError(str(exc)) from None
-    state = {k.removeprefix("module."): v for k, v in ck.get("model", ck).items()}
-    try:
-        flow.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{path} does not match the flow in the config "
-                        f"({str(exc).strip().splitlines()[0]})") from None
-    return flow.eval()
+    return load_weights(_build(spec, layer_sizes), run_dir)
 
 
 def _layer_sizes(cfg: dict[str, Any]) -> list[int] | None:

@@ -17,6 +17,7 @@ __all__ = [
     "check_run_dir",
     "find_checkpoint",
     "is_main_process",
+    "load_weights",
     "read_config",
     "read_metrics_jsonl",
     "update_metrics_json",
@@ -109,6 +110,28 @@ def find_checkpoint(run_dir: str | Path, prefer: str = "best") -> Path | None:
         if p.exists():
             return p
     return None
+
+
+def load_weights(model: Any, run_dir: str | Path, which: str = "best") -> Any:
+    """Load a run's ``best`` (or ``last``) checkpoint into ``model`` (built from the run's
+    config) and put it in eval mode; every failure is one :class:`UserError` line."""
+    from flowctl.training import TrainingError, load_checkpoint
+
+    path = find_checkpoint(run_dir, which)
+    if path is None:
+        raise UserError(f"run directory {run_dir} has no checkpoint (checkpoints/best.pt)")
+    try:
+        ckpt = load_checkpoint(path)
+    except TrainingError as exc:
+        raise UserError(str(exc)) from None
+    state = {k.removeprefix("module."): v for k, v in ckpt.get("model", ckpt).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"run directory {run_dir} is incompatible: {path.name} does not match "
+                        f"the flow in config.yaml ({first})") from None
+    return model.eval()
 
 
 def check_run_dir(run_dir: str | Path, need_checkpoint: bool = True) -> Path:

@@ -20,8 +20,8 @@ import torch
 from flowctl.apps.common import (
     UserError,
     build_flow,
-    find_checkpoint,
     is_main_process,
+    load_weights,
     read_config,
     read_metrics_jsonl,
     update_metrics_json,
@@ -153,30 +153,11 @@ def _fmt(v: Any) -> str:
 
 def load_flow(cfg: dict[str, Any], run_dir: Path, which: str = "best") -> torch.nn.Module:
     """Rebuild the run's flow from its config and load its best (or last) weights."""
-    from flowctl.training import TrainingError, load_checkpoint
-
     spec = dict(cfg["flow"])
     if spec.get("features") is None:
         raise UserError(f"run directory {run_dir}: config.yaml has no flow.features; "
                         "was it written by `flowctl train`?")
-    flow = build_flow(spec)
-    path = find_checkpoint(run_dir, which)
-    if path is None:
-        raise UserError(f"run directory {run_dir} has no checkpoint (checkpoints/best.pt)")
-    try:
-        ckpt = load_checkpoint(path)
-    except TrainingError as exc:
-        raise UserError(str(exc)) from None
-    state = ckpt.get("model", ckpt)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        flow.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"run directory {run_dir} is incompatible: {path.name} does not match "
-                        f"the flow in config.yaml ({first})") from None
-    flow.eval()
-    return flow
+    return load_weights(build_flow(spec), run_dir, which)
 
 
 @torch.no_grad()

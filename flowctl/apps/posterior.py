@@ -29,8 +29,8 @@ import torch
 from flowctl.apps.common import (
     UserError,
     build_flow,
-    find_checkpoint,
     is_main_process,
+    load_weights,
     update_metrics_json,
     write_config,
 )
@@ -137,27 +137,10 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 def load_flow(cfg: dict[str, Any], run_dir: Path, which: str = "best") -> torch.nn.Module:
     """Rebuild the run's conditional flow and load its best (or last) weights."""
-    from flowctl.training import TrainingError, load_checkpoint
-
     if not cfg.get("context_norm") or not (cfg.get("flow") or {}).get("features"):
         raise UserError(f"run directory {run_dir}: config.yaml lacks flow.features or "
                         "context_norm; was it written by `flowctl train`?")
-    flow = build_flow(dict(cfg["flow"]))
-    path = find_checkpoint(run_dir, which)
-    if path is None:
-        raise UserError(f"run directory {run_dir} has no checkpoint (checkpoints/best.pt)")
-    try:
-        ckpt = load_checkpoint(path)
-    except TrainingError as exc:
-        raise UserError(str(exc)) from None
-    state = {k.removeprefix("module."): v for k, v in ckpt.get("model", ckpt).items()}
-    try:
-        flow.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"run directory {run_dir}: {path.name} does not match the flow in "
-                        f"config.yaml ({str(exc).strip().splitlines()[0]})") from None
-    flow.eval()
-    return flow
+    return load_weights(build_flow(dict(cfg["flow"])), run_dir, which)
 
 
 @torch.no_grad()
