@@ -1,0 +1,197 @@
+"""A synthetic LHC-Olympics-like dijet sample written in the R&D features file's exact format.
+
+It stands in for ``events_anomalydetection_v2.features.h5`` (Pythia8 + Delphes; it can be
+downloaded, see data/README.md) with a fast parametric model. What it reproduces
+qualitatively (all masses GeV in the file):
+
+* **QCD background**: a falling mjj spectrum (Pareto, index :data:`MJJ_INDEX`, from
+  :data:`MJJ_MIN_TEV` with a smeared turn-on); jet masses log-normal with a median that grows
+  with mjj; one-prong-like τ21 (mean ≈ 0.7) that falls slowly with jet mass and mjj, so the
+  auxiliary features are mildly correlated with mjj as in the real data.
+* **Signal** W′(3.5 TeV) → X(500 GeV) Y(100 GeV), both → qq: mjj peaked at 3.5 TeV with a
+  low-side radiative tail (≈ 75 % in the 3.3–3.7 TeV SR, as in the real sample), jet masses
+  near 100 and 500 GeV with resolution tails, two-prong τ21 (mean ≈ 0.3).
+* Jets are built as two back-to-back massive jets in the dijet rest frame, boosted along z,
+  so ``px py pz m`` reproduce mjj exactly; j1/j2 are in random order (equal pT).
+* **Shifted variant** (``shift > 0``; CATHODE's robustness test, arXiv:2109.00546): the lighter
+  jet mass gets ``+shift·mjj`` and the heavier ``+2·shift·mjj`` (so ``mj1 += shift·mjj`` and
+  ``Δm += shift·mjj`` in the derived features), for background and signal alike.
+
+Signal is injected at overall S/B ``signal_fraction`` (signal events per background event;
+CATHODE's default is 1000 per 1M, 0.001, which gives S/B ≈ 0.6 % in the SR). Rows are sorted
+by label (background first), like the real file. Files (see :func:`write_all`)::
+
+    events_anomalydetection_v2.features.h5               background + injected signal
+    events_anomalydetection_qcd_extra_inneronly_features.h5   extra QCD, SR only
+    events_anomalydetection_signal_extra.features.h5     extra signal (supervised reference)
+
+``python -m flowctl.data.synth.lhco --out data/lhco --n 1000000 --signal-fraction 0.001``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flowctl.data.lhco import RAW_COLUMNS, SR, load_lhco, signal_region_mask, write_pandas_fixed
+
+__all__ = ["FILES", "background", "signal", "write_all"]
+
+MJJ_MIN_TEV = 2.5
+MJJ_INDEX = 4.5
+M_W, M_X, M_Y = 3.5, 500.0, 100.0
+FILES = {
+    "data": "events_anomalydetection_v2.features.h5",
+    "extra_bkg": "events_anomalydetection_qcd_extra_inneronly_features.h5",
+    "extra_sig": "events_anomalydetection_signal_extra.features.h5",
+}
+
+
+def _mjj_background(rng: np.random.Generator, n: int,
+                    window: tuple[float, float] | None = None) -> np.ndarray:
+    """Falling mjj ``[n]`` in TeV: Pareto(MJJ_INDEX) from MJJ_MIN_TEV times a 4 % smearing
+    (turn-on). ``window`` samples the Pareto only inside it (the smearing is then skipped)."""
+    if window is None:
+        u = rng.random(n)
+        m = MJJ_MIN_TEV * (1.0 - u) ** (-1.0 / MJJ_INDEX)
+        return m * np.exp(0.04 * rng.standard_normal(n))
+    lo, hi = window
+    c_lo, c_hi = 1 - (MJJ_MIN_TEV / lo) ** MJJ_INDEX, 1 - (MJJ_MIN_TEV / hi) ** MJJ_INDEX
+    u = c_lo + (c_hi - c_lo) * rng.random(n)
+    m = MJJ_MIN_TEV * (1.0 - u) ** (-1.0 / MJJ_INDEX)
+    return np.clip(m, np.nextafter(lo, hi), np.nextafter(hi, lo))
+
+
+def _taus(rng: np.random.Generator, tau21: np.ndarray, mj: np.ndarray) -> np.ndarray:
+    """τ1, τ2, τ3 ``[n, 3]`` with the given τ21 ``[n]``; τ1 grows with jet mass ``[n]`` GeV."""
+    n = len(tau21)
+    tau1 = 0.08 * (mj / 100.0) ** 0.5 * np.exp(0.3 * rng.standard_normal(n))
+    tau32 = rng.beta(8.0, 3.0, n)
+    tau2 = tau21 * tau1
+    return np.stack([tau1, tau2, tau32 * tau2], axis=1)
+
+
+def _assemble(rng: np.random.Generator, mjj: np.ndarray, ma: np.ndarray, mb: np.ndarray,
+              ta: np.ndarray, tb: np.ndarray, label: float, shift: float) -> np.ndarray:
+    """Raw rows ``[n, 15]`` (RAW_COLUMNS, GeV) for jets of masses ``ma, mb`` GeV and τ21
+    ``ta, tb`` at dijet mass ``mjj`` TeV; j1/j2 order random."""
+    n = len(mjj)
+    lo_first = ma <= mb
+    if shift:
+        mlo, mhi = np.minimum(ma, mb), np.maximum(ma, mb)
+        mlo = mlo + shift * mjj * 1000.0
+        mhi = mhi + 2.0 * shift * mjj * 1000.0
+        ma, mb = np.where(lo_first, mlo, mhi), np.where(lo_first, mhi, mlo)
+    M = mjj * 1000.0
+    # keep the jets physical: m_a + m_b < M
+    scale = np.minimum(1.0, 0.9 * M / (ma + mb))
+    ma, mb = ma * scale, mb * scale
+    pstar = np.sqrt((M**2 - (ma + mb) ** 2) * (M**2 - (ma - mb) ** 2)) / (2.0 * M)
+    cos = rng.uniform(-0.6, 0.6, n)
+    sin = np.sqrt(1.0 - cos**2)
+    phi = rng.uniform(0.0, 2.0 * np.pi, n)
+    px, py, pz = pstar * sin * np.cos(phi), pstar * sin * np.sin(phi), pstar * cos
+    ea, eb = np.sqrt(pstar**2 + ma**2), np.sqrt(pstar**2 + mb**2)
+    y = 0.5 * rng.standard_normal(n)
+    ch, sh = np.cosh(y), np.sinh(y)
+    pza, pzb = ch * pz + sh * ea, ch * (-pz) + sh * eb
+    ja = np.stack([px, py, pza, ma, *_taus(rng, ta, ma).T], axis=1)
+    jb = np.stack([-px, -py, pzb, mb, *_taus(rng, tb, mb).T], axis=1)
+    swap = rng.random(n) < 0.5
+    j1 = np.where(swap[:, None], jb, ja)
+    j2 = np.where(swap[:, None], ja, jb)
+    return np.concatenate([j1, j2, np.full((n, 1), label)], axis=1)
+
+
+def background(rng: np.random.Generator, n: int, shift: float = 0.0,
+               window: tuple[float, float] | None = None) -> np.ndarray:
+    """QCD-like dijets: raw rows ``[n, 15]`` (GeV), label 0."""
+    mjj = _mjj_background(rng, n, window)
+    rel = mjj / M_W
+
+    def mass() -> np.ndarray:
+        return np.clip(60.0 * rel**1.5 * np.exp(0.75 * rng.standard_normal(n)), 5.0, None)
+
+    def tau21(m: np.ndarray) -> np.ndarray:
+        mean = np.clip(0.72 - 0.04 * np.log(m / 60.0) - 0.04 * (rel - 1.0), 0.35, 0.9)
+        k = 12.0
+        return rng.beta(mean * k, (1.0 - mean) * k)
+
+    ma, mb = mass(), mass()
+    return _assemble(rng, mjj, ma, mb, tau21(ma), tau21(mb), 0.0, shift)
+
+
+def signal(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
+    """W′(3.5 TeV) → X(500 GeV) Y(100 GeV) dijets: raw rows ``[n, 15]`` (GeV), label 1."""
+    mjj = M_W * np.exp(0.035 * rng.standard_normal(n))
+    tail = rng.random(n) < 0.25
+    mjj = np.where(tail, mjj - rng.exponential(0.35, n), mjj)
+    mjj = np.clip(mjj, 1.5, None)
+
+    def mass(m0: float, res: float) -> np.ndarray:
+        m = m0 * (1.0 + res * rng.standard_normal(n))
+        low = rng.random(n) < 0.15          # out-of-cone radiation: low-mass tail
+        return np.clip(np.where(low, m * rng.uniform(0.4, 1.0, n), m), 5.0, None)
+
+    mx, my = mass(M_X, 0.06), mass(M_Y, 0.10)
+    t = rng.beta(4.0, 9.0, (2, n))
+    return _assemble(rng, mjj, mx, my, t[0], t[1], 1.0, shift)
+
+
+def _write(path: Path, raw: np.ndarray) -> Path:
+    return write_pandas_fixed(path, {c: raw[:, j] for j, c in enumerate(RAW_COLUMNS)})
+
+
+def write_all(out: str | Path, n: int, signal_fraction: float = 0.001, seed: int = 0,
+              shift: float = 0.0, n_extra_bkg: int | None = None,
+              n_extra_sig: int | None = None) -> dict[str, Path]:
+    """Write the three :data:`FILES` under ``out``: ``n`` background events with
+    ``round(signal_fraction·n)`` signal injected, ``n_extra_bkg`` (default ``0.3·n``) SR-only
+    QCD and ``n_extra_sig`` (default ``0.06·n``) signal. Same seed → same events for any
+    ``shift``."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    n_sig = round(signal_fraction * n)
+    n_eb = int(0.3 * n) if n_extra_bkg is None else n_extra_bkg
+    n_es = int(0.06 * n) if n_extra_sig is None else n_extra_sig
+    data = np.concatenate([background(rng, n, shift), signal(rng, n_sig, shift)])
+    return {
+        "data": _write(out / FILES["data"], data),
+        "extra_bkg": _write(out / FILES["extra_bkg"], background(rng, n_eb, shift, window=SR)),
+        "extra_sig": _write(out / FILES["extra_sig"], signal(rng, n_es, shift)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flowctl.data.synth.lhco",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="data/lhco", help="output folder (default data/lhco)")
+    ap.add_argument("--n", type=int, default=1_000_000, help="background events")
+    ap.add_argument("--signal-fraction", type=float, default=0.001,
+                    help="injected signal events per background event (default 0.001)")
+    ap.add_argument("--shift", type=float, default=0.0,
+                    help="mass-mjj correlation of the shifted variant (CATHODE uses 0.1)")
+    ap.add_argument("--n-extra-bkg", type=int, default=None, help="SR-only QCD (default 0.3 n)")
+    ap.add_argument("--n-extra-sig", type=int, default=None, help="extra signal (0.06 n)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.n < 1 or not 0.0 <= args.signal_fraction <= 10.0:
+        ap.error("--n must be >= 1 and --signal-fraction in [0, 10]")
+    t0 = time.perf_counter()
+    paths = write_all(args.out, args.n, args.signal_fraction, args.seed, args.shift,
+                      args.n_extra_bkg, args.n_extra_sig)
+    x = load_lhco(paths["data"])
+    sr = signal_region_mask(x[:, 0])
+    s, b = int(x[sr, 5].sum()), int(sr.sum() - x[sr, 5].sum())
+    print(f"{paths['data']}: {len(x)} events ({int(x[:, 5].sum())} signal); SR {SR[0]}-{SR[1]} "
+          f"TeV: {s} S / {b} B, S/B = {s / max(b, 1):.3%}, S/sqrt(B) = {s / max(b, 1)**0.5:.2f}; "
+          f"extra files in {args.out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

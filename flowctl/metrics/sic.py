@@ -1,0 +1,159 @@
+"""ROC, significance improvement (SIC) and background rejection from scores and labels.
+
+Numpy only. Label 1 is signal (positive); a higher score means more signal-like.
+
+* TPR = ε_S, FPR = ε_B of the cut ``score >= threshold`` (ties are cut together).
+* SIC = TPR / √FPR: the factor by which the cut improves S/√B. Points with FPR = 0 are
+  dropped, and the **max SIC** ignores FPR below :data:`FPR_FLOOR` (the CATHODE paper's
+  floor, 1.8382353e-5, so a handful of background events cannot drive it; reference/anomaly.md
+  §5.2).
+* Rejection = 1 / FPR at a given TPR (0.2 and 0.5 in :func:`anomaly_metrics`).
+* Curves over seeds are put on a common TPR grid and summarised by the median and the 16–84 %
+  band (:func:`sic_band`).
+
+>>> m = anomaly_metrics(labels, scores)          # doctest: +SKIP
+>>> m["max_sic"], m["rejection_tpr0.2"]          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "FPR_FLOOR",
+    "anomaly_metrics",
+    "auc",
+    "max_sic",
+    "mean_sic",
+    "rejection_at",
+    "roc_curve",
+    "sic_band",
+    "sic_curve",
+]
+
+#: Smallest FPR considered for the max SIC (CATHODE, arXiv:2109.00546 figures).
+FPR_FLOOR = 1.8382353e-5
+
+
+def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels).reshape(-1)
+    s = np.asarray(scores, np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"labels {y.shape} and scores {s.shape} differ in length")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (background) or 1 (signal)")
+    y = y.astype(bool)
+    if y.all() or not y.any():
+        raise ValueError("labels need both classes (0 = background, 1 = signal)")
+    if not np.isfinite(s).all():
+        raise ValueError(f"{int((~np.isfinite(s)).sum())} score(s) are NaN or inf")
+    return y, s
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(fpr, tpr, thresholds)``, each ``[M]``, for cuts ``score >= threshold`` at every
+    distinct score (descending), starting at ``(0, 0, +inf)``. Tied scores form one point."""
+    y, s = _check(labels, scores)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]   # last index of each tie group
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    fpr = np.r_[0.0, fp / fp[-1]]
+    tpr = np.r_[0.0, tp / tp[-1]]
+    return fpr, tpr, np.r_[np.inf, s[last]]
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoid over tie groups = Mann-Whitney with ties)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def sic_curve(labels: np.ndarray, scores: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(sic, fpr, tpr, thresholds)`` ``[M]`` with SIC = TPR/√FPR; FPR = 0 points dropped."""
+    fpr, tpr, thr = roc_curve(labels, scores)
+    keep = fpr > 0
+    fpr, tpr, thr = fpr[keep], tpr[keep], thr[keep]
+    return tpr / np.sqrt(fpr), fpr, tpr, thr
+
+
+def max_sic(labels: np.ndarray, scores: np.ndarray,
+            fpr_floor: float = FPR_FLOOR) -> tuple[float, float, float]:
+    """``(max SIC, its TPR, its FPR)`` over points with FPR >= ``fpr_floor``
+    (``nan`` values when no point qualifies)."""
+    sic, fpr, tpr, _ = sic_curve(labels, scores)
+    ok = fpr >= fpr_floor
+    if not ok.any():
+        return float("nan"), float("nan"), float("nan")
+    i = np.flatnonzero(ok)[np.argmax(sic[ok])]
+    return float(sic[i]), float(tpr[i]), float(fpr[i])
+
+
+def rejection_at(labels: np.ndarray, scores: np.ndarray, tpr: float) -> float:
+    """Background rejection 1/FPR at signal efficiency ``tpr`` (FPR linearly interpolated on
+    the ROC; ``inf`` if FPR is 0 there)."""
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    f, t, _ = roc_curve(labels, scores)
+    # np.interp needs increasing x; tpr is non-decreasing, take the first point reaching it
+    i = int(np.searchsorted(t, tpr, side="left"))
+    if t[i] == tpr or i == 0:
+        fpr = f[i]
+    else:
+        w = (tpr - t[i - 1]) / (t[i] - t[i - 1])
+        fpr = f[i - 1] + w * (f[i] - f[i - 1])
+    return float("inf") if fpr <= 0 else float(1.0 / fpr)
+
+
+def mean_sic(labels: np.ndarray, scores: np.ndarray,
+             tpr_window: Sequence[float] = (0.18, 0.23)) -> float:
+    """Mean SIC over the TPR window (a scalar figure of merit used alongside max SIC)."""
+    sic, _, tpr, _ = sic_curve(labels, scores)
+    m = (tpr >= tpr_window[0]) & (tpr <= tpr_window[1])
+    return float(sic[m].mean()) if m.any() else float("nan")
+
+
+def anomaly_metrics(labels: np.ndarray, scores: np.ndarray,
+                    fpr_floor: float = FPR_FLOOR) -> dict[str, float]:
+    """The numbers ``flowctl evaluate`` reports for a method: AUC, max SIC (with its TPR/FPR
+    and the floor used), mean SIC at TPR 0.18–0.23, rejection 1/FPR at TPR 0.2 and 0.5."""
+    s, t, f = max_sic(labels, scores, fpr_floor)
+    return {
+        "auc": auc(labels, scores),
+        "max_sic": s, "max_sic_tpr": t, "max_sic_fpr": f, "fpr_floor": fpr_floor,
+        "mean_sic_tpr0.18-0.23": mean_sic(labels, scores),
+        "rejection_tpr0.2": rejection_at(labels, scores, 0.2),
+        "rejection_tpr0.5": rejection_at(labels, scores, 0.5),
+    }
+
+
+def sic_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], n_grid: int = 1000,
+             min_runs: int = 1, fpr_floor: float = FPR_FLOOR
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Median SIC and 16/84 % quantiles over runs on a common TPR grid ``[n_grid]``.
+
+    ``curves`` are ``(fpr, tpr)`` pairs (e.g. from :func:`roc_curve`); a run contributes at a
+    TPR only where its FPR there is >= ``fpr_floor``; grid points with fewer than
+    ``min_runs`` runs are ``nan``. Returns ``(tpr_grid, median, q16, q84)``."""
+    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
+    rows = []
+    for fpr, tpr in curves:
+        fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
+        # FPR as a function of TPR: take the lowest FPR reaching each TPR (monotone ROC)
+        f = np.interp(grid, tpr, fpr, left=np.nan, right=np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sic = np.where(f >= max(fpr_floor, np.finfo(float).tiny), grid / np.sqrt(f), np.nan)
+        rows.append(sic)
+    a = np.asarray(rows)
+    ok = np.isfinite(a).sum(0) >= min_runs
+    with warnings.catch_warnings():     # all-nan columns
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med, lo, hi = np.nanquantile(a, [0.5, 0.16, 0.84], axis=0)
+    nan = np.full_like(grid, np.nan)
+    return grid, np.where(ok, med, nan), np.where(ok, lo, nan), np.where(ok, hi, nan)
