@@ -14,7 +14,7 @@ help:
 	@echo "make test   - install and run the test suite (~5-10 min on 2 CPU cores)"
 	@echo "make lint   - ruff check"
 	@echo "make bench  - benchmarks/flows.py (side-by-side with zuko/nflows)"
-	@echo "make data   - generate toy data files under data/ and calorimeter showers under data/calo/"
+	@echo "make data   - generate toy data files under data/, calorimeter showers under data/calo/, LHCO-like dijets under data/lhco/"
 	@echo "make caloflow-tiny - CaloFlow chain (data, teacher, student, sample, evaluate, classify) in minutes on CPU"
 	@echo "make caloflow PARTICLE=eplus - the same chain with the paper settings (GPU-sized)"
 	@echo "make integrate-bench - flowctl integrate vs VEGAS vs plain MC at 150k calls (benchmarks/integration.py)"
@@ -51,10 +51,13 @@ bench: install
 
 CALO_N ?= 100000
 PARTICLE ?= eplus
+LHCO_N ?= 1000000
 
 data: install
 	$(PY) -m flowctl.data.make_toy --out data/toy
 	$(PY) -m flowctl.data.synth --out data/calo --n $(CALO_N)
+	$(PY) -m flowctl.data.synth.lhco --out data/lhco --n $(LHCO_N) --signal-fraction 0.001
+	$(PY) -m flowctl.data.synth.lhco --out data/lhco/shifted --n $(LHCO_N) --signal-fraction 0.001 --shift 0.1
 
 # CaloFlow (README "Calorimeter showers"): Flow I + MAF teacher -> IAF student -> showers -> AUC.
 CALO_TINY := outputs/caloflow-tiny
