@@ -71,14 +71,19 @@ def _s(v: object) -> str:
 
 
 def _pickled_names(blob: object) -> list[str]:
-    """Column names from a pandas protocol-0 pickled list of str (``(lp0\\nVpxj1\\np1\\na...``),
-    parsed with :mod:`pickletools` (nothing is executed)."""
+    """Column names from a pickled list of str in a pandas attribute (``(lp0\\nVpxj1\\np1...``
+    in protocol 0), read with :mod:`pickletools` opcodes only (nothing is unpickled)."""
     raw = blob if isinstance(blob, (bytes, np.bytes_)) else str(blob).encode()
     try:
-        return [arg for op, arg, _ in pickletools.genops(bytes(raw))
-                if op.name in ("UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "STRING")]
+        return [_s(arg) for op, arg, _ in pickletools.genops(bytes(raw))
+                if op.name in _PICKLE_STR_OPS and isinstance(arg, (str, bytes))]
     except Exception:  # noqa: BLE001 - a malformed attribute means "no names"
         return []
+
+
+#: pickle opcodes that push a string (protocol 0 from pandas 3; binary ones from old writers).
+_PICKLE_STR_OPS = frozenset({"UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
+                             "STRING", "BINSTRING", "SHORT_BINSTRING"})
 
 
 def _frame_keys(f: h5py.File) -> list[str]:

@@ -123,3 +123,23 @@ def test_errors(tmp_path: Path) -> None:
             read_lhco_raw(tmp_path / f"{msg}.h5")
         except DataError as e:
             assert "\n" not in str(e)
+
+
+def test_pickled_names_and_no_pandas(tmp_path: Path) -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    from flowctl.data.lhco import _pickled_names
+
+    for proto in (0, 2, 4):
+        assert _pickled_names(pickle.dumps(["pxj1", "label"], protocol=proto)) == ["pxj1", "label"]
+    assert _pickled_names(b"\x80garbage") == []
+    # reading never imports pandas / PyTables
+    p = write_pandas_fixed(tmp_path / "f.h5", _cols(ROWS))
+    code = ("import sys; from flowctl.data.lhco import load_lhco; "
+            f"load_lhco({str(p)!r}); assert 'pandas' not in sys.modules; "
+            "assert 'tables' not in sys.modules")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
