@@ -145,8 +145,9 @@ def sic_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], n_grid: int = 1000
     rows = []
     for fpr, tpr in curves:
         fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
-        # FPR as a function of TPR: take the lowest FPR reaching each TPR (monotone ROC)
-        f = np.interp(grid, tpr, fpr, left=np.nan, right=np.nan)
+        # FPR as a function of TPR: the lowest FPR reaching each TPR (first of a flat run)
+        t_u, first = np.unique(tpr, return_index=True)
+        f = np.interp(grid, t_u, fpr[first], left=np.nan, right=np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             sic = np.where(f >= max(fpr_floor, np.finfo(float).tiny), grid / np.sqrt(f), np.nan)
         rows.append(sic)
