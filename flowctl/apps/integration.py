@@ -32,8 +32,8 @@ from torch import Tensor
 from flowctl.apps.common import (
     UserError,
     build_flow,
-    find_checkpoint,
     is_main_process,
+    load_weights,
     update_metrics_json,
     write_config,
 )
@@ -648,30 +648,12 @@ def _write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
 
 def load_sampler(cfg: dict[str, Any], run_dir: Path) -> tuple[torch.nn.Module, Integrand]:
     """Rebuild the run's integrand and trained flow."""
-    from flowctl.training import TrainingError, load_checkpoint
-
     ig = load_integrand(cfg)
     spec = dict(cfg.get("flow") or {})
     if spec.get("features") is None:
         raise UserError(f"run directory {run_dir}: config.yaml has no flow.features; was it "
                         "written by `flowctl integrate`?")
-    flow = build_flow(spec)
-    path = find_checkpoint(run_dir, "best")
-    if path is None:
-        raise UserError(f"run directory {run_dir} has no checkpoint")
-    try:
-        ck = load_checkpoint(path)
-    except TrainingError as exc:
-        raise UserError(str(exc)) from None
-    if ck.get("kind") != FORMAT:
-        raise UserError(f"run directory {run_dir} is not an integration run")
-    try:
-        flow.load_state_dict(ck["model"])
-    except RuntimeError as exc:
-        raise UserError(f"run directory {run_dir}: checkpoint does not match the flow in "
-                        f"config.yaml ({str(exc).splitlines()[0]})") from None
-    flow.eval()
-    return flow, ig
+    return load_weights(build_flow(spec), run_dir), ig
 
 
 def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -141,8 +141,14 @@ def teacher_states(teacher: Flow, x: Tensor, context: Tensor | None
     n_pre = _n_pre(teacher)
     for t in layers[:n_pre]:
         x = t(x, context)[0]
-    states, thetas = [x], []
-    for t in layers[n_pre:]:
+    return teacher_states_from(teacher, x, context)
+
+
+def teacher_states_from(teacher: Flow, x_pre: Tensor, context: Tensor | None
+                        ) -> tuple[list[Tensor], list[Tensor]]:
+    """The teacher's pass from an already preprocessed ``x_pre`` (see :func:`teacher_states`)."""
+    x, states, thetas = x_pre, [x_pre], []
+    for t in _layers(teacher)[_n_pre(teacher):]:
         ma, _ = _autoregressive(t)
         if ma is not None:
             p = ma.made(x, context)
@@ -238,18 +244,7 @@ class DistillLoss:
         ss, st = student_states(student, z, context)
         x_pre = ss[0]
         # the teacher's pass from the student's (preprocessed) output
-        ts, tt = [x_pre], []
-        layers = _layers(self.teacher)
-        y = x_pre
-        for t in layers[_n_pre(self.teacher):]:
-            ma, _ = _autoregressive(t)
-            if ma is not None:
-                p = ma.made(y, context)
-                tt.append(canonical_params(ma.family, p, inverse_map=False))
-                y = ma.family(y, p)[0]
-            else:
-                y = t(y, context)[0]
-            ts.append(y)
+        ts, tt = teacher_states_from(self.teacher, x_pre, context)
         main, inter, par = self._match(ts, ss, tt, st, -1)
         self.last.update(z=float(main.detach()), z_inter=float(inter.detach()),
                          z_theta=float(par.detach()))
