@@ -25,8 +25,12 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import h5py
 
 from flowctl.data.table import DataError
 
@@ -148,6 +152,16 @@ def _dataset(f, path: str | Path, key: str, shape_tail: tuple[int, ...] | None,
     return arr
 
 
+def _energy_column(f: h5py.File, path: str | Path, key: str) -> np.ndarray:
+    """Dataset ``key`` of shape [N, 1] (or [N]) as a vector [N]."""
+    e = _dataset(f, path, key, None, None)
+    if e.ndim == 2 and e.shape[1] == 1:
+        return e[:, 0]
+    if e.ndim != 1:
+        raise DataError(f"{path}: key '{key}' has shape {list(e.shape)}, expected [N, 1]")
+    return e
+
+
 def read_calogan(path: str | Path, max_showers: int | None = None) -> Showers:
     """Read a CaloGAN file (``energy`` GeV, ``layer_0/1/2`` MeV, optional ``overflow``).
 
@@ -158,12 +172,7 @@ def read_calogan(path: str | Path, max_showers: int | None = None) -> Showers:
         if len(f.keys()) == 0:
             raise DataError(f"{path}: empty file (no datasets; expected energy, layer_0, "
                             "layer_1, layer_2)")
-        energy = _dataset(f, path, "energy", None, None)
-        if energy.ndim == 2 and energy.shape[1] == 1:
-            energy = energy[:, 0]
-        elif energy.ndim != 1:
-            raise DataError(f"{path}: key 'energy' has shape {list(energy.shape)}, "
-                            "expected [N, 1]")
+        energy = _energy_column(f, path, "energy")
         n = len(energy)
         layers = [_dataset(f, path, f"layer_{i}", shp, n)
                   for i, shp in enumerate(CALOGAN_LAYERS)]
@@ -189,12 +198,7 @@ def read_calochallenge(path: str | Path, layer_sizes: Sequence[int] | None = Non
         if len(f.keys()) == 0:
             raise DataError(f"{path}: empty file (no datasets; expected incident_energies, "
                             "showers)")
-        e = _dataset(f, path, "incident_energies", None, None)
-        if e.ndim == 2 and e.shape[1] == 1:
-            e = e[:, 0]
-        elif e.ndim != 1:
-            raise DataError(f"{path}: key 'incident_energies' has shape {list(e.shape)}, "
-                            "expected [N, 1]")
+        e = _energy_column(f, path, "incident_energies")
         showers = _dataset(f, path, "showers", None, len(e))
     if showers.ndim != 2:
         raise DataError(f"{path}: key 'showers' has shape {list(showers.shape)}, expected [N, V]")
