@@ -2,7 +2,12 @@
 early stopping, non-finite guards, SIGTERM handling and DDP. Knows nothing about flows.
 """
 
-from .checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_FORMAT_VERSION,
+    load_checkpoint,
+    save_checkpoint,
+    top_checkpoints,
+)
 from .config import DEFAULTS, validate_config
 from .errors import TrainingError, TrainingInterrupted
 from .trainer import resolve_device, seed_everything, train
@@ -16,6 +21,7 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
+    "top_checkpoints",
     "train",
     "validate_config",
 ]

@@ -26,6 +26,9 @@ from .errors import TrainingError
 CHECKPOINT_FORMAT_VERSION = 1
 """Bumped whenever the layout of checkpoint dicts changes incompatibly."""
 
+TOP_DIR = "top"
+"""``checkpoints/top/``: weights of the ``keep_best`` best epochs (``epoch_NNNNN.pt``)."""
+
 
 def _fsync_dir(directory: Path) -> None:
     try:
@@ -156,3 +159,17 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+def top_checkpoints(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The ``keep_best`` epoch snapshots of a run, best (lowest monitored loss) first.
+
+    Each entry: ``{"epoch": int, "loss": float, "path": Path, "model": state_dict}``. Empty
+    when the run kept none (``trainer.keep_best: 0``)."""
+    top = Path(run_dir) / "checkpoints" / TOP_DIR
+    out = []
+    for f in sorted(top.glob("epoch_*.pt")):
+        ck = load_checkpoint(f)
+        out.append({"epoch": int(ck["epoch"]), "loss": float(ck["loss"]), "path": f,
+                    "model": ck["model"]})
+    return sorted(out, key=lambda t: t["loss"])

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "log_every": 100,
     "nonfinite": {"max_consecutive": 5, "max_restores": 3},
     "checkpoint_every_epoch": True,
+    "keep_best": 0,
 }
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -103,6 +104,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_workers": _int(0),
     "log_every": _int(1),
     "checkpoint_every_epoch": _bool(),
+    "keep_best": _int(0),
 }
 
 _NONFINITE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {

@@ -33,6 +33,7 @@ from torch.utils.data import (
 from . import distributed as D
 from .checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
+    TOP_DIR,
     copy_atomic,
     get_rng_state,
     load_checkpoint,
@@ -163,6 +164,7 @@ class _Run:
         self.ckpt_dir = run_dir / "checkpoints"
         self.last_path, self.best_path = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
         self.metrics_path = run_dir / "metrics.jsonl"
+        self.top_dir = self.ckpt_dir / TOP_DIR
         self.progress = Progress(ctx.is_main, c["log_every"])
         self.monitor = "val_loss" if val_set is not None else "train_loss"
 
@@ -215,6 +217,7 @@ class _Run:
         self.ep_loss_n = 0
         self.ep_skipped = 0
         self.history: list[dict[str, Any]] = []
+        self.top: list[dict[str, Any]] = []  # keep_best: [{epoch, loss, file}], best first
         self.resumed_from: str | None = None
         self.last_lr = c["lr"]
         self.t0 = time.perf_counter()
@@ -256,6 +259,7 @@ class _Run:
             "config": self.run_config,
             "trainer_config": to_plain(self.c),
             "history": list(self.history),
+            "top": list(self.top),
         }
 
     def wall_s(self) -> float:
@@ -302,6 +306,7 @@ class _Run:
         self.ep_skipped = int(cnt["epoch_skipped"])
         self.lr_scale = float(ck["scheduler"]["lr_scale"])
         self.history = list(ck["history"])
+        self.top = [t for t in ck.get("top", []) if (self.top_dir / t["file"]).is_file()]
         same_world = int(ck["world_size"]) == self.ctx.world_size
         if self.sample_in_epoch and (not same_world or int(ck["seed"]) != self.c["seed"]):
             self.progress.message("resume: world size or seed changed; restarting the epoch")
@@ -485,8 +490,10 @@ class _Run:
             self._snapshot()
         final = partial or self._stop_reason() is not None
         write_last = self.c["checkpoint_every_epoch"] or final or bool(self.signals.signum)
-        if write_last or improved:
-            self.save_last(also_best=improved, write_last=write_last)
+        dropped = self._keep_top(number, monitored) if not partial else []
+        if write_last or improved or dropped is not None:
+            self.save_last(also_best=improved, write_last=write_last or dropped is not None)
+        self._prune_top(dropped or [])
         self._append_metrics(rec)
         self.progress.end_epoch()
         val_txt = f" val {val_loss:.5g}" if val_loss is not None else ""
@@ -495,6 +502,39 @@ class _Run:
             f"lr {self.last_lr:.3g} step {self.step} skipped {self.skipped} "
             f"({rec['epoch_s']:.1f} s)"
         )
+
+    def _keep_top(self, number: int, loss: float | None) -> list[dict[str, Any]] | None:
+        """keep_best: save this epoch's weights if it ranks among the best ``keep_best``.
+
+        Returns the entries that fell out (their files are deleted only after last.pt, which
+        lists the survivors, has been written), or None when this epoch was not kept."""
+        k = self.c["keep_best"]
+        if k <= 0 or not _finite(loss):
+            return None
+        if len(self.top) >= k and loss >= self.top[-1]["loss"]:
+            return None
+        entry = {"epoch": number, "loss": float(loss), "file": f"epoch_{number:05d}.pt"}
+        if self.ctx.is_main:
+            self.top_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint({"format_version": CHECKPOINT_FORMAT_VERSION,
+                             "model": self.model.state_dict(), "epoch": number,
+                             "loss": float(loss), "monitor": self.monitor},
+                            self.top_dir / entry["file"])
+        self.top = sorted([t for t in self.top if t["epoch"] != number] + [entry],
+                          key=lambda t: t["loss"])
+        dropped, self.top = self.top[k:], self.top[:k]
+        return dropped
+
+    def _prune_top(self, dropped: list[dict[str, Any]]) -> None:
+        if not self.ctx.is_main:
+            return
+        for t in dropped:
+            (self.top_dir / t["file"]).unlink(missing_ok=True)
+        if self.c["keep_best"] > 0 and self.top_dir.is_dir():
+            keep = {t["file"] for t in self.top}
+            for f in self.top_dir.glob("epoch_*.pt"):  # leftovers of an interrupted epoch
+                if f.name not in keep:
+                    f.unlink(missing_ok=True)
 
     def run(self) -> dict[str, Any]:
         wrapped = D.wrap(self.model, self.loss_fn, self.ctx, self.device)
@@ -541,6 +581,7 @@ class _Run:
             "resumed_from": self.resumed_from,
             "last_checkpoint": str(self.last_path),
             "best_checkpoint": str(self.best_path) if self.best_epoch is not None else None,
+            "top_epochs": [t["epoch"] for t in self.top],
         }
         self.progress.message(
             f"training done ({stopped}): {self.epoch} epochs, {self.step} steps, best "
