@@ -9,7 +9,8 @@ Numpy only. Label 1 is signal (positive); a higher score means more signal-like.
   §5.2).
 * Rejection = 1 / FPR at a given TPR (0.2 and 0.5 in :func:`anomaly_metrics`).
 * Curves over seeds are put on a common TPR grid and summarised by the median and the 16–84 %
-  band (:func:`sic_band`).
+  band (:func:`sic_band`, and :func:`rejection_band` for 1/FPR); :func:`roc_pairs` turns
+  ``(labels, scores)`` pairs into ``(fpr, tpr)`` pairs for them.
 
 >>> m = anomaly_metrics(labels, scores)          # doctest: +SKIP
 >>> m["max_sic"], m["rejection_tpr0.2"]          # doctest: +SKIP
@@ -29,7 +30,9 @@ __all__ = [
     "max_sic",
     "mean_sic",
     "rejection_at",
+    "rejection_band",
     "roc_curve",
+    "roc_pairs",
     "sic_band",
     "sic_curve",
 ]
@@ -142,16 +145,69 @@ def sic_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], n_grid: int = 1000
     TPR only where its FPR there is >= ``fpr_floor``; grid points with fewer than
     ``min_runs`` runs are ``nan``. Returns ``(tpr_grid, median, q16, q84)``."""
     grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
+    f = _fpr_on_grid(curves, grid, fpr_floor)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = grid / np.sqrt(f)
+    return _band(grid, a, min_runs)
+
+
+def rejection_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], n_grid: int = 1000,
+                   min_runs: int = 1, fpr_floor: float = FPR_FLOOR
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Median background rejection 1/FPR and its 16/84 % quantiles over runs, on the same
+    TPR grid and with the same rules as :func:`sic_band` (a run contributes where its FPR is
+    >= ``fpr_floor``, so the rejection is at most ``1/fpr_floor``). Returns
+    ``(tpr_grid, median, q16, q84)``, each ``[n_grid]``."""
+    grid = np.linspace(0.0, 1.0, n_grid + 1)[1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = 1.0 / _fpr_on_grid(curves, grid, fpr_floor)
+    return _band(grid, a, min_runs)
+
+
+def roc_pairs(curves: Sequence[tuple[np.ndarray, np.ndarray]], kind: str = "auto"
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(fpr, tpr)`` pairs from pairs that are either ``(labels, scores)`` (each ``[N]``,
+    turned into a ROC with :func:`roc_curve`) or already ``(fpr, tpr)``.
+
+    ``kind="auto"`` reads a pair as ``(labels, scores)`` when its first array holds only 0s
+    and 1s (a ROC's FPR takes other values unless there is a single background event);
+    ``"scores"`` or ``"roc"`` say it explicitly."""
+    if kind not in ("auto", "scores", "roc"):
+        raise ValueError(f"kind must be 'auto', 'scores' or 'roc', got {kind!r}")
+    out = []
+    for a, b in curves:
+        a, b = np.asarray(a).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+        if kind == "scores" or (kind == "auto" and np.isin(a, (0, 1)).all()):
+            f, t, _ = roc_curve(a, b)
+        else:
+            f, t = a.astype(np.float64), b
+            if f.shape != t.shape or f.min() < 0 or f.max() > 1 or t.min() < 0 or t.max() > 1:
+                raise ValueError("(fpr, tpr) pairs need equal lengths and values in [0, 1]")
+        out.append((f, t))
+    return out
+
+
+def _fpr_on_grid(curves: Sequence[tuple[np.ndarray, np.ndarray]], grid: np.ndarray,
+                 fpr_floor: float) -> np.ndarray:
+    """FPR of each run at the TPRs ``grid`` ``[runs, G]``; ``nan`` below ``fpr_floor`` (and
+    at 0) or outside the run's TPR range."""
+    if len(curves) == 0:
+        raise ValueError("need at least one (fpr, tpr) curve")
     rows = []
     for fpr, tpr in curves:
         fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
         # FPR as a function of TPR: the lowest FPR reaching each TPR (first of a flat run)
         t_u, first = np.unique(tpr, return_index=True)
         f = np.interp(grid, t_u, fpr[first], left=np.nan, right=np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sic = np.where(f >= max(fpr_floor, np.finfo(float).tiny), grid / np.sqrt(f), np.nan)
-        rows.append(sic)
-    a = np.asarray(rows)
+        with np.errstate(invalid="ignore"):
+            rows.append(np.where(f >= max(fpr_floor, np.finfo(float).tiny), f, np.nan))
+    return np.asarray(rows).reshape(len(rows), len(grid))
+
+
+def _band(grid: np.ndarray, a: np.ndarray, min_runs: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(grid, median, q16, q84)`` over the rows of ``a [runs, G]`` (nan-aware), ``nan``
+    where fewer than ``min_runs`` rows are finite."""
     ok = np.isfinite(a).sum(0) >= min_runs
     with warnings.catch_warnings():     # all-nan columns
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -13,7 +13,9 @@ from flowctl.metrics.sic import (
     auc,
     max_sic,
     rejection_at,
+    rejection_band,
     roc_curve,
+    roc_pairs,
     sic_band,
     sic_curve,
 )
@@ -85,3 +87,32 @@ def test_sic_band_and_errors() -> None:
         roc_curve(np.zeros(3), np.arange(4))
     with pytest.raises(ValueError, match="NaN"):
         roc_curve(np.array([0, 1]), np.array([0.0, np.nan]))
+
+
+def test_rejection_band_and_roc_pairs() -> None:
+    rng = np.random.default_rng(3)
+    pairs = []
+    for _ in range(5):
+        y = np.r_[np.zeros(20000), np.ones(20000)]
+        pairs.append((y, np.r_[rng.standard_normal(20000), 1.0 + rng.standard_normal(20000)]))
+    rocs = roc_pairs(pairs)
+    assert len(rocs) == 5
+    f0, t0, _ = roc_curve(*pairs[0])
+    np.testing.assert_array_equal(rocs[0][0], f0)
+    np.testing.assert_array_equal(rocs[0][1], t0)
+    for kind in ("auto", "roc"):                                  # (fpr, tpr) pass through
+        np.testing.assert_array_equal(roc_pairs(rocs, kind=kind)[1][0], rocs[1][0])
+    grid, med, lo, hi = rejection_band(rocs, n_grid=100, min_runs=5)
+    ok = np.isfinite(med)
+    assert ok[5:].all() and (lo[ok] <= med[ok]).all() and (med[ok] <= hi[ok]).all()
+    # N(1, 1) vs N(0, 1): at TPR 0.5 the FPR is Phi(-1) = 0.158655
+    assert med[49] == pytest.approx(1 / 0.158655, rel=0.03)
+    # one run: rejection = (SIC / TPR)^2 on the same grid, capped by the FPR floor
+    _, sic1, _, _ = sic_band(rocs[:1], n_grid=100, fpr_floor=1e-3)
+    _, rej1, _, _ = rejection_band(rocs[:1], n_grid=100, fpr_floor=1e-3)
+    np.testing.assert_allclose(rej1, (sic1 / grid) ** 2, rtol=1e-9)
+    assert np.nanmax(rej1) <= 1e3
+    with pytest.raises(ValueError, match="kind"):
+        roc_pairs(rocs, kind="bad")
+    with pytest.raises(ValueError, match="at least one"):
+        rejection_band([])
