@@ -21,6 +21,7 @@ APPS: dict[str, str] = {
     "posterior": "flowctl.apps.posterior",
     "reweight": "flowctl.apps.reweight",
     "discflow": "flowctl.apps.discflow",
+    "gaia": "flowctl.apps.gaia",
 }
 
 

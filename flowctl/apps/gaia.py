@@ -1,0 +1,463 @@
+"""ANODE on a Gaia sky patch ("Via Machinae", reference/anomaly.md §3–4): stellar-stream search.
+
+The condition ``μ`` is one proper-motion coordinate of the patch frame (``anode.condition``,
+default ``pmlam`` = μ_λ); the features are ``x = (φ, λ, μ_other, b−r, g)``. For every signal
+region (SR) window ``|μ − c| < sr_width/2`` of a sliding scan, two conditional flows are fitted:
+
+* inner ``p_SR(x|μ)`` on the SR stars,
+* outer ``p_SB(x|μ)`` on the flanking sidebands ``sr_width/2 ≤ |μ − c| < sr_width/2 + sb_width``,
+  and interpolated into the SR through its condition.
+
+The score of an SR star is ``log R = log p_SR(x|μ) − log p_SB(x|μ)``; both log-densities include
+the Jacobians of their own preprocessing (``flow.preprocessing``: minmax → logit → standardize,
+fitted on each flow's own stars), so they are in the same data units. Stars outside the domain of
+either flow's min–max range are not scored. A star in several (overlapping) windows gets its
+highest score. ``evaluate`` applies the fiducial cuts (``g < 20.2``, ``0.5 ≤ b−r ≤ 1``,
+``|μ_φ*| > 2`` or ``|μ_λ| > 2`` mas/yr) after scoring, ranks the stars and, when the table has
+a truth column, reports the purity and recall of the stream among the top-k.
+
+Run layout: ``RUN/checkpoints/best.pt`` (the best weights of all windows' flows in one file),
+``RUN/windows/wNN/{inner,outer}/`` (each flow's training checkpoints and ``metrics.jsonl``),
+``RUN/scores.h5`` (per-star scores), ``RUN/plots/{score_map,top_stars}.png``, ``RUN/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowctl.apps.common import (
+    UserError,
+    build_flow,
+    find_checkpoint,
+    is_main_process,
+    update_metrics_json,
+    write_config,
+)
+from flowctl.data.gaia import GaiaPatch, fiducial_mask, load_patch
+
+__all__ = ["COMMANDS", "Window", "evaluate", "features_for", "load_data", "train", "windows"]
+
+CONDITIONS = ("pmlam", "pmphi")
+
+
+@dataclass(frozen=True)
+class Window:
+    """One SR window: centre ``c`` and half-width ``h`` of the SR, sideband width ``sb``
+    (mas/yr). The condition is scaled as ``(μ − c) / (h + sb)`` (∈ [−1, 1] on SR ∪ SB)."""
+
+    index: int
+    center: float
+    half: float
+    sb: float
+
+    @property
+    def name(self) -> str:
+        return f"w{self.index:02d}"
+
+    def sr(self, mu: np.ndarray) -> np.ndarray:
+        """``[N]`` bool: ``|μ − c| < h``."""
+        return np.abs(mu - self.center) < self.half
+
+    def sideband(self, mu: np.ndarray) -> np.ndarray:
+        """``[N]`` bool: ``h ≤ |μ − c| < h + sb``."""
+        d = np.abs(mu - self.center)
+        return (d >= self.half) & (d < self.half + self.sb)
+
+    def context(self, mu: np.ndarray) -> np.ndarray:
+        """Scaled condition ``[N, 1]`` float32."""
+        return ((mu - self.center) / (self.half + self.sb)).astype(np.float32)[:, None]
+
+
+def features_for(condition: str) -> list[str]:
+    """Flow features ``x`` for the condition ``pmlam`` or ``pmphi``."""
+    if condition not in CONDITIONS:
+        raise UserError(f"anode.condition must be one of {', '.join(CONDITIONS)}, "
+                        f"got {condition!r}")
+    other = "pmphi" if condition == "pmlam" else "pmlam"
+    return ["phi", "lam", other, "bp_rp", "g"]
+
+
+def windows(anode: dict[str, Any]) -> list[Window]:
+    """SR windows of the ``anode`` config: ``centers: [..]`` or ``scan: {start, stop, step}``
+    (centres ``start, start+step, ... ≤ stop``), with ``sr_width`` and ``sb_width`` (mas/yr)."""
+    sr_w, sb_w = float(anode.get("sr_width", 2.0)), float(anode.get("sb_width", 2.0))
+    if sr_w <= 0 or sb_w <= 0:
+        raise UserError(f"anode.sr_width and anode.sb_width must be > 0, got {sr_w}, {sb_w}")
+    centers = anode.get("centers")
+    if centers is None:
+        scan = anode.get("scan") or {}
+        try:
+            start, stop, step = (float(scan[k]) for k in ("start", "stop", "step"))
+        except (KeyError, TypeError):
+            raise UserError("anode needs centers: [..] or scan: {start, stop, step}") from None
+        if step <= 0 or stop < start:
+            raise UserError(f"anode.scan needs step > 0 and stop >= start, got {scan}")
+        n = math.floor((stop - start) / step + 1e-9) + 1
+        centers = [start + i * step for i in range(n)]
+    if not centers:
+        raise UserError("anode.centers is empty")
+    return [Window(i, round(float(c), 6), sr_w / 2, sb_w) for i, c in enumerate(centers)]
+
+
+def load_data(data_cfg: dict[str, Any]) -> GaiaPatch:
+    """The patch of the ``data`` config (``path``, ``key``, ``center: [ra, dec]``, ``radius``,
+    ``truth``), with the optional preselection ``g_max`` (mag) applied."""
+    path = data_cfg.get("path")
+    if not path:
+        raise UserError("data.path is required: pass data.path=FILE (a Gaia CSV or HDF5 table; "
+                        "`python -m flowctl.data.synth.gaia` writes a synthetic one)")
+    center = data_cfg.get("center") or [148.6, 24.2]
+    if len(center) != 2:
+        raise UserError(f"data.center must be [ra, dec] in deg, got {center}")
+    patch = load_patch(path, center, float(data_cfg.get("radius", 15.0)), data_cfg.get("key"),
+                       data_cfg.get("truth", "stream"))
+    g_max = data_cfg.get("g_max")
+    if g_max is not None:
+        patch = patch.subset(patch["g"] < float(g_max))
+    return patch
+
+
+def _flow_spec(cfg: dict[str, Any], dim: int) -> dict[str, Any]:
+    spec = dict(cfg["flow"])
+    if spec.get("features") is None:
+        spec["features"] = dim
+    if int(spec["features"]) != dim or int(spec.get("context", 1)) != 1:
+        raise UserError(f"flow.features={spec['features']}, flow.context={spec.get('context')}; "
+                        f"the Gaia ANODE flows model {dim} features given 1 condition")
+    spec["context"] = 1
+    return spec
+
+
+def _nll(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return -model.log_prob(batch[0], batch[1]).mean()
+
+
+def _fit(cfg: dict[str, Any], x: np.ndarray, ctx: np.ndarray, out_dir: Path,
+         seed: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Fit one conditional flow on ``x [N, D]`` given ``ctx [N, 1]``; 80/20 train/val split
+    (``anode.val_fraction``); the preprocessing is fitted on all ``N`` stars. Returns the
+    summary and the best epoch's weights."""
+    from torch.utils.data import TensorDataset
+
+    from flowctl.training import TrainingError, load_checkpoint, seed_everything
+    from flowctl.training import train as fit
+
+    seed_everything(seed)
+    flow = build_flow(cfg["flow"])
+    xt, ct = torch.from_numpy(x), torch.from_numpy(ctx)
+    flow.initialize(xt, ct)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, round(float(cfg["anode"].get("val_fraction", 0.2)) * len(x)))
+    va, tr = perm[:n_val], perm[n_val:]
+    try:
+        s = fit(flow, _nll, TensorDataset(xt[tr], ct[tr]), TensorDataset(xt[va], ct[va]),
+                cfg["trainer"], out_dir, run_config=cfg)
+        state = load_checkpoint(out_dir)["model"]
+    except TrainingError as exc:
+        raise UserError(f"{out_dir}: {exc}") from None
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return ({"n": len(x), "best_val_nll": s.get("best_val_loss"),
+             "best_epoch": s.get("best_epoch"), "epochs": s.get("epochs"),
+             "wall_s": s.get("wall_s")}, state)
+
+
+def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Fit the inner (SR) and outer (SB) flows of every window into ``RUN/windows/wNN``."""
+    t0 = time.perf_counter()
+    patch = load_data(cfg["data"])
+    anode = dict(cfg.get("anode") or {})
+    cond = anode.get("condition", "pmlam")
+    names = features_for(cond)
+    cfg["flow"] = _flow_spec(cfg, len(names))
+    wins = windows(anode)
+    write_config(run_dir, cfg)
+    x_all, mu = patch.array(names), patch[cond]
+    min_stars = int(anode.get("min_stars", 200))
+    seed = int(cfg.get("seed", 0))
+    lab = patch.labels
+    per: list[dict[str, Any]] = []
+    bundle: dict[str, dict[str, Any]] = {}
+    for w in wins:
+        sr, sb = w.sr(mu), w.sideband(mu)
+        rec: dict[str, Any] = {"window": w.name, "center": w.center, "n_sr": int(sr.sum()),
+                               "n_sb": int(sb.sum())}
+        if lab is not None:
+            rec["n_stream_sr"] = int(lab[sr].sum())
+        if min(sr.sum(), sb.sum()) < min_stars:
+            rec["skipped"] = f"fewer than anode.min_stars={min_stars} SR or SB stars"
+            per.append(rec)
+            continue
+        wdir = run_dir / "windows" / w.name
+        bundle[w.name] = {"center": w.center}
+        for part, m in (("inner", sr), ("outer", sb)):
+            rec[part], bundle[w.name][part] = _fit(cfg, x_all[m], w.context(mu[m]), wdir / part,
+                                                   seed + 1000 * w.index + (part == "outer"))
+        per.append(rec)
+        if is_main_process():
+            print(f"window {w.name} {cond} {w.center:+.2f} ± {w.half:g}: {rec['n_sr']} SR / "
+                  f"{rec['n_sb']} SB stars; val NLL inner {rec['inner']['best_val_nll']:.3f}, "
+                  f"outer {rec['outer']['best_val_nll']:.3f}", flush=True)
+    trained = [r for r in per if "inner" in r]
+    if not trained:
+        raise UserError(f"no window has {min_stars} SR and SB stars; widen anode.sr_width/"
+                        "sb_width, move anode.scan or lower anode.min_stars")
+    if is_main_process():
+        _save_bundle(run_dir, cfg, bundle)
+    out = {"command": "train", "data": patch.source, "n_patch": len(patch), "condition": cond,
+           "features": names, "windows": per, "n_windows": len(trained),
+           "parameters_per_flow": sum(p.numel() for p in build_flow(cfg["flow"]).parameters()),
+           "train_wall_s": round(time.perf_counter() - t0, 2)}
+    update_metrics_json(run_dir, {"train": out})
+    if is_main_process():
+        print(f"train: {patch.source}: {len(patch)} stars, {len(trained)} of {len(wins)} windows "
+              f"in {cond}, 2 flows each; {out['train_wall_s']:.1f} s")
+        print(f"run directory: {run_dir}")
+    return out
+
+
+def _save_bundle(run_dir: Path, cfg: dict[str, Any], bundle: dict[str, Any]) -> Path:
+    """``RUN/checkpoints/best.pt``: the best weights of every window's two flows in one file
+    (``{"windows": {wNN: {"center", "inner", "outer"}}}``), so the run directory alone is
+    enough to evaluate (the per-window folders only keep their training logs)."""
+    from flowctl.training import CHECKPOINT_FORMAT_VERSION, save_checkpoint
+
+    return save_checkpoint({"format_version": CHECKPOINT_FORMAT_VERSION, "app": "gaia",
+                            "config": dict(cfg), "windows": bundle},
+                           run_dir / "checkpoints" / "best.pt")
+
+
+def _load_bundle(run_dir: Path) -> dict[str, Any]:
+    from flowctl.training import TrainingError, load_checkpoint
+
+    path = find_checkpoint(run_dir)
+    if path is None:
+        raise UserError(f"run directory {run_dir} has no checkpoint (checkpoints/best.pt); "
+                        "train it with `flowctl train config=gaia_anode`")
+    try:
+        ckpt = load_checkpoint(path)
+    except TrainingError as exc:
+        raise UserError(str(exc)) from None
+    if ckpt.get("app") != "gaia" or not isinstance(ckpt.get("windows"), dict):
+        raise UserError(f"{path} is not a Gaia ANODE checkpoint (no per-window flows)")
+    return ckpt["windows"]
+
+
+def _flow_from(cfg: dict[str, Any], state: dict[str, torch.Tensor], where: str
+               ) -> torch.nn.Module:
+    flow = build_flow(cfg["flow"])
+    try:
+        flow.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{where}: the weights do not match the flow in config.yaml "
+                        f"({str(exc).strip().splitlines()[0]})") from None
+    return flow.eval()
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@torch.no_grad()
+def _log_prob(flow: torch.nn.Module, x: np.ndarray, ctx: np.ndarray,
+              batch: int = 16384) -> np.ndarray:
+    out = [flow.log_prob(torch.from_numpy(x[i:i + batch]), torch.from_numpy(ctx[i:i + batch]))
+           .double().numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _in_domain(flow: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: inside the open min–max box of the flow's first preprocessing layer."""
+    first = flow.transform[0]
+    lo, hi = getattr(first, "lo", None), getattr(first, "hi", None)
+    if lo is None or hi is None:
+        return np.ones(len(x), bool)
+    lo, hi = lo.numpy(), hi.numpy()
+    return np.all((x > lo) & (x < hi), axis=1)
+
+
+def _scores(cfg: dict[str, Any], run_dir: Path, patch: GaiaPatch
+            ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Best ``log R`` per star ``[N]`` (−inf where unscored) and its window index ``[N]``."""
+    anode = dict(cfg.get("anode") or {})
+    cond = anode.get("condition", "pmlam")
+    x_all, mu = patch.array(features_for(cond)), patch[cond]
+    best = np.full(len(patch), -np.inf)
+    where = np.full(len(patch), -1, np.int64)
+    info: list[dict[str, Any]] = []
+    bundle = _load_bundle(run_dir)
+    for w in windows(anode):
+        if w.name not in bundle:
+            continue
+        sr = np.flatnonzero(w.sr(mu))
+        x, ctx = x_all[sr], w.context(mu[sr])
+        inner = _flow_from(cfg, bundle[w.name]["inner"], f"{run_dir} window {w.name}")
+        outer = _flow_from(cfg, bundle[w.name]["outer"], f"{run_dir} window {w.name}")
+        ok = _in_domain(inner, x) & _in_domain(outer, x)
+        s = np.full(len(sr), -np.inf)
+        if ok.any():
+            s[ok] = _log_prob(inner, x[ok], ctx[ok]) - _log_prob(outer, x[ok], ctx[ok])
+        s[~np.isfinite(s)] = -np.inf
+        upd = s > best[sr]
+        best[sr[upd]] = s[upd]
+        where[sr[upd]] = w.index
+        info.append({"window": w.name, "center": w.center, "index": sr, "score": s,
+                     "n_scored": int(ok.sum())})
+    if not info:
+        raise UserError(f"run directory {run_dir}: its checkpoint holds none of the windows "
+                        "of its config")
+    return best, where, info
+
+
+def _topk_stats(score: np.ndarray, lab: np.ndarray, mask: np.ndarray, k: int,
+                n_stream: int) -> dict[str, Any]:
+    """Purity and recall of label 1 among the top ``k`` finite scores inside ``mask``."""
+    idx = np.flatnonzero(mask & np.isfinite(score))
+    top = idx[np.argsort(-score[idx], kind="stable")[:k]]
+    hits = int(lab[top].sum())
+    return {"k": len(top), "stream": hits, "purity": hits / max(len(top), 1),
+            "recall": hits / max(n_stream, 1)}
+
+
+def _plots(run_dir: Path, patch: GaiaPatch, score: np.ndarray, keep: np.ndarray,
+           top: np.ndarray, cond: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    m = keep & np.isfinite(score)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    hb = ax.hexbin(patch["phi"][m], patch["lam"][m], C=score[m], reduce_C_function=np.max,
+                   gridsize=70, cmap="magma", mincnt=1)
+    fig.colorbar(hb, ax=ax, label="max log R per cell")
+    ax.set(xlabel="φ [deg]", ylabel="λ [deg]", aspect="equal",
+           title=f"ANODE score map (SR stars, fiducial cuts; condition {cond})")
+    p = out_dir / "score_map.png"
+    fig.savefig(p, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    paths.append(str(p))
+
+    lab = patch.labels
+    rng = np.random.default_rng(0)
+    bg = rng.choice(len(patch), size=min(len(patch), 30000), replace=False)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    panels = [("phi", "lam", "φ [deg]", "λ [deg]"), ("pmphi", "pmlam", "μ_φ* [mas/yr]",
+              "μ_λ [mas/yr]"), ("bp_rp", "g", "b−r [mag]", "g [mag]")]
+    for ax, (a, b, xl, yl) in zip(axes, panels):
+        ax.scatter(patch[a][bg], patch[b][bg], s=0.5, c="0.8", rasterized=True, label="patch")
+        if lab is not None:
+            st = np.flatnonzero(lab == 1)
+            ax.scatter(patch[a][st], patch[b][st], s=2, c="tab:orange", alpha=0.4,
+                       label="injected stream (truth)")
+            hit = top[lab[top] == 1]
+            miss = top[lab[top] == 0]
+            ax.scatter(patch[a][miss], patch[b][miss], s=10, c="tab:blue", label="top-k, field")
+            ax.scatter(patch[a][hit], patch[b][hit], s=10, c="tab:red", label="top-k, stream")
+        else:
+            ax.scatter(patch[a][top], patch[b][top], s=10, c="tab:red", label="top-k")
+        ax.set(xlabel=xl, ylabel=yl)
+    axes[1].set(xlim=(-25, 15), ylim=(-25, 15))
+    axes[2].set(xlim=(0.0, 1.6))
+    axes[2].invert_yaxis()
+    axes[0].legend(loc="lower left", fontsize=7, markerscale=3)
+    fig.suptitle(f"top {len(top)} stars by ANODE score (after fiducial cuts)")
+    p = out_dir / "top_stars.png"
+    fig.savefig(p, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    paths.append(str(p))
+    return paths
+
+
+def _write_scores(path: Path, patch: GaiaPatch, score: np.ndarray, where: np.ndarray,
+                  fid: np.ndarray) -> None:
+    import h5py
+
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for k in ("ra", "dec", "phi", "lam", "pmphi", "pmlam", "bp_rp", "g"):
+            f.create_dataset(k, data=patch[k], compression="gzip", compression_opts=1)
+        f.create_dataset("log_r", data=score, compression="gzip", compression_opts=1)
+        f.create_dataset("window", data=where, compression="gzip", compression_opts=1)
+        f.create_dataset("fiducial", data=fid, compression="gzip", compression_opts=1)
+        if patch.labels is not None:
+            f.create_dataset("stream", data=patch.labels, compression="gzip", compression_opts=1)
+        f.attrs["note"] = "log_r = -inf: not in any trained SR window or outside a flow's domain"
+    tmp.replace(path)
+
+
+def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Score the SR stars of every window, apply the fiducial cuts, rank, and report purity and
+    recall of the truth column among the top-k; plots and ``scores.h5``."""
+    t0 = time.perf_counter()
+    ev = dict(cfg.get("eval") or {})
+    anode = dict(cfg.get("anode") or {})
+    cond = anode.get("condition", "pmlam")
+    patch = load_data(cfg["data"])
+    score, where, info = _scores(cfg, run_dir, patch)
+    fc = dict(ev.get("fiducial") or {})
+    fid = fiducial_mask(patch, float(fc.get("g_max", 20.2)),
+                        tuple(fc.get("color", (0.5, 1.0))), float(fc.get("pm_min", 2.0)))
+    if not ev.get("fiducial_cuts", True):
+        fid = np.ones(len(patch), bool)
+    ks = sorted({int(k) for k in ev.get("top_k", [50, 100])})
+    scored = fid & np.isfinite(score)
+    out: dict[str, Any] = {"command": "evaluate", "data": patch.source, "n_patch": len(patch),
+                           "n_fiducial": int(fid.sum()), "n_scored": int(scored.sum()),
+                           "condition": cond, "windows": len(info)}
+    lab = patch.labels
+    main = is_main_process()
+    if lab is not None:
+        n_stream = int(lab[fid].sum())
+        out["n_stream_fiducial"] = n_stream
+        out["n_stream_scored"] = int(lab[scored].sum())
+        out["random_purity"] = float(lab[scored].mean()) if scored.any() else 0.0
+        for k in ks:
+            s = _topk_stats(score, lab, fid, k, n_stream)
+            out[f"purity_top{k}"] = s["purity"]
+            out[f"recall_top{k}"] = s["recall"]
+            out[f"stream_top{k}"] = s["stream"]
+        per = []
+        for w in info:
+            m = np.zeros(len(patch), bool)
+            m[w["index"]] = True
+            sw = np.full(len(patch), -np.inf)
+            sw[w["index"]] = w["score"]
+            rec = {"window": w["window"], "center": w["center"], "n_scored": w["n_scored"],
+                   "n_stream_sr_fiducial": int(lab[m & fid].sum())}
+            for k in ks:
+                rec[f"purity_top{k}"] = _topk_stats(sw, lab, m & fid, k, n_stream)["purity"]
+            per.append(rec)
+        out["per_window"] = per
+    kmax = max(ks) if ks else 100
+    idx = np.flatnonzero(scored)
+    top = idx[np.argsort(-score[idx], kind="stable")[:kmax]]
+    out["top_log_r"] = [float(score[top[0]]), float(score[top[-1]])] if len(top) else []
+    if main:
+        _write_scores(run_dir / "scores.h5", patch, score, where, fid)
+        out["scores_file"] = str(run_dir / "scores.h5")
+        if ev.get("plots", True):
+            out["plots"] = _plots(run_dir, patch, score, fid, top, cond)
+    out["eval_wall_s"] = round(time.perf_counter() - t0, 2)
+    update_metrics_json(run_dir, {"evaluate": out})
+    if main:
+        line = (f"evaluate: {patch.source}: {out['n_scored']} SR stars scored after fiducial "
+                f"cuts in {len(info)} window(s)")
+        if lab is not None:
+            line += "; " + ", ".join(
+                f"top-{k} purity {out[f'purity_top{k}']:.1%} recall {out[f'recall_top{k}']:.1%}"
+                for k in ks) + f" (random {out['random_purity']:.2%})"
+        print(line)
+        print(f"plots: {run_dir / 'plots'}; scores: {run_dir / 'scores.h5'}")
+    return out
+
+
+COMMANDS = {"train": train, "evaluate": evaluate}
