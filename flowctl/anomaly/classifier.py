@@ -133,6 +133,10 @@ def cwola_weights(mjj: np.ndarray, is_sr: np.ndarray, sr_center: float = 3.5,
     SR total = SB total = N/2, lower SB total = upper SB total = N/4. With
     ``balance_sidebands=False`` every SB event gets ``N / (2 N_SB)``. ``mjj`` in TeV (any
     unit consistent with ``sr_center``).
+
+    Use them as ``w_train`` / ``w_val`` of :func:`train_weak_classifier` with ``y = is_sr``
+    (computed separately for the train and the val rows); the balanced class weights leave
+    them unchanged, since SR and SB already carry equal totals.
     """
     m = np.asarray(mjj, np.float64).reshape(-1)
     sr = np.asarray(is_sr).reshape(-1).astype(bool)
@@ -204,7 +208,7 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-@dataclass
+@dataclass(eq=False)
 class WeakClassifier:
     """A trained (ensembled) classifier: ``predict`` averages the sigmoid outputs of the
     kept epochs of each run, then over runs.

@@ -93,35 +93,42 @@ def _fmt(v: float, digits: int) -> str:
     return f"{v:.{digits}g}"
 
 
+def _cells(e: Any, digits: int) -> tuple[str, str, str, str] | None:
+    """``(median, q16, q84, n)`` strings of one summary entry; ``None`` to skip it."""
+    if isinstance(e, Mapping) and "median" in e:
+        n = e.get("n")
+        return (_fmt(float(e["median"]), digits), _fmt(float(e.get("q16", math.nan)), digits),
+                _fmt(float(e.get("q84", math.nan)), digits), "" if n is None else str(n))
+    if isinstance(e, tuple) and e and isinstance(e[0], numbers.Real):
+        e = e[0]            # (max SIC, TPR, FPR) of max_sic_of_median: the max SIC
+    if isinstance(e, numbers.Real) and not isinstance(e, bool):
+        return _fmt(float(e), digits), "", "", ""
+    return None
+
+
 def format_table(summary: Mapping[str, Mapping[str, Any]],
                  metrics: Sequence[str] | None = None, digits: int = 4) -> str:
-    """Plain-text table for the CLI: one row per method, one column per metric.
+    """Plain-text table for the CLI, one line per method and metric:
+    ``method  metric  median  q16  q84  n``.
 
-    A cell is ``median [q16, q84]`` for a :func:`summarize_runs` entry or the number itself
-    for a plain float (e.g. a :func:`max_sic_of_median` value added by the caller); ``-`` if
-    the method lacks the metric. ``metrics`` picks and orders the columns (default: all, in
-    first-seen order); the last column ``runs`` is the largest ``n`` of the row.
+    A :func:`summarize_runs` entry fills all columns; a plain number (e.g. the
+    :func:`max_sic_of_median` value added by the caller) only the median column, and so does
+    a tuple of numbers, with its first one (the max SIC of a :func:`max_sic_of_median`
+    triple). Other values (lists of run ids, strings) are left out. ``metrics`` picks and
+    orders the metrics (default: all, in each method's order); numbers have ``digits``
+    significant digits.
     """
-    if metrics is None:
-        metrics = list(dict.fromkeys(k for ms in summary.values() for k in ms))
-    header = ["method", *metrics, "runs"]
-    rows = [header]
+    rows = [["method", "metric", "median", "q16", "q84", "n"]]
     for method, ms in summary.items():
-        row, n = [str(method)], 0
-        for k in metrics:
-            e = ms.get(k)
-            if e is None:
-                row.append("-")
-            elif isinstance(e, Mapping):
-                n = max(n, int(e.get("n", 0)))
-                row.append(f"{_fmt(e['median'], digits)} [{_fmt(e['q16'], digits)}, "
-                           f"{_fmt(e['q84'], digits)}]")
-            else:
-                row.append(_fmt(float(e), digits))
-        row.append(str(n) if n else "-")
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+        first = True
+        for k in (ms if metrics is None else [k for k in metrics if k in ms]):
+            c = _cells(ms[k], digits)
+            if c is None:
+                continue
+            rows.append([str(method) if first else "", str(k), *c])
+            first = False
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                        for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(1, "-" * max(len(ln) for ln in lines))
     return "\n".join(lines)

@@ -37,15 +37,22 @@ def test_summarize_runs_matches_numpy() -> None:
     inf = quantile_summary([1.0, 2.0, math.inf, math.inf])
     assert inf["q16"] == pytest.approx(np.quantile([1.0, 2.0], 0.48)) and inf["q84"] == math.inf
 
-    s["cathode"]["max_sic_of_median"] = 13.99
-    table = format_table(s, ["auc", "max_sic_of_median"])
-    lines = table.splitlines()
-    assert lines[0].split() == ["method", "auc", "max_sic_of_median", "runs"]
+    s["cathode"]["max_sic_of_median"] = (13.99, 0.2, 2e-4)   # as max_sic_of_median returns
+    s["cathode"]["runs"] = [0, 1, 2]                          # metadata: not a table row
+    s["iad"]["max_sic_of_median"] = 15.08
+    lines = format_table(s).splitlines()
+    assert lines[0].split() == ["method", "metric", "median", "q16", "q84", "n"]
     assert set(lines[1]) == {"-"}
-    cath = next(ln for ln in lines if ln.startswith("cathode"))
-    assert "13.99" in cath and cath.endswith("10")
-    assert f"{np.median(auc_c):.4g} [" in cath
-    assert next(ln for ln in lines if ln.startswith("iad")).split()[-2] == "-"
+    assert len(lines) == 2 + 3 + 2 + 1 and not any("runs" in ln for ln in lines)
+    assert lines[2].split() == ["cathode", "auc", f"{np.median(auc_c):.4g}",
+                                f"{np.quantile(auc_c, 0.16):.4g}",
+                                f"{np.quantile(auc_c, 0.84):.4g}", "10"]
+    assert lines[3].split()[0] == "max_sic" and lines[3].split()[-1] == "9"
+    assert lines[4].split() == ["max_sic_of_median", "13.99"]
+    assert lines[6].split() == ["max_sic_of_median", "15.08"]
+    only = format_table(s, ["max_sic_of_median", "auc"]).splitlines()
+    assert [ln.split()[1 if ln[0] != " " else 0] for ln in only[2:]] == [
+        "max_sic_of_median", "auc", "max_sic_of_median", "auc", "auc"]
 
 
 def test_max_sic_of_median() -> None:
