@@ -171,12 +171,12 @@ def _fit(cfg: dict[str, Any], x: np.ndarray, ctx: np.ndarray, out_dir: Path,
 def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Fit the inner (SR) and outer (SB) flows of every window into ``RUN/windows/wNN``."""
     t0 = time.perf_counter()
-    patch = load_data(cfg["data"])
     anode = dict(cfg.get("anode") or {})
     cond = anode.get("condition", "pmlam")
     names = features_for(cond)
     cfg["flow"] = _flow_spec(cfg, len(names))
     wins = windows(anode)
+    patch = load_data(cfg["data"])
     write_config(run_dir, cfg)
     x_all, mu = patch.array(names), patch[cond]
     min_stars = int(anode.get("min_stars", 200))
