@@ -38,6 +38,9 @@ RUN_COMMANDS = {"sample", "evaluate", "distill", "classify"}
 # inputs from the config (e.g. `distill config=caloflow_student teacher=RUN`,
 # `classify config=reweight truth=FILE generated=FILE`).
 CONFIG_RUN_COMMANDS = {"distill", "classify"}
+# Apps whose `classify` works inside the config's newest run instead (CATHODE's classifier
+# step after `train` and `sample`).
+IN_RUN_CLASSIFY_APPS = {"anomaly"}
 # Data keys that may be added to a stored run config, e.g. ``evaluate run=D data.path=FILE``.
 RUN_ADDABLE = ("data.path", "data.key", "data.columns", "data.delimiter")
 GROUPS_HINT = "flow/, data/, trainer/"
@@ -87,6 +90,26 @@ def config_description(path: Path) -> str:
         if m:
             return m.group(1).strip().strip("'\"")
     return ""
+
+
+def config_app(path: Path, configs: dict[str, Path], depth: int = 0) -> str | None:
+    """The ``app`` of a config file, following its ``defaults`` list (None if not found)."""
+    import yaml
+
+    try:
+        body = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    if "app" in body or depth > 5:
+        return body.get("app")
+    for d in body.get("defaults") or []:
+        if isinstance(d, str) and d in configs:
+            app = config_app(configs[d], configs, depth + 1)
+            if app is not None:
+                return app
+    return None
 
 
 def list_configs(user_dir: str | None = None) -> dict[str, Path]:
@@ -682,6 +705,9 @@ def _dispatch(argv: Sequence[str]) -> int:
 
     run_path: Path | None = None
     new_run = command in CONFIG_RUN_COMMANDS and inv.run is None and inv.config is not None
+    if new_run and command == "classify" and inv.config in configs \
+            and config_app(configs[inv.config], configs) in IN_RUN_CLASSIFY_APPS:
+        new_run = False
     if command in RUN_COMMANDS and not new_run:
         from flowctl.apps.common import UserError, check_run_dir
 

@@ -21,6 +21,7 @@ APPS: dict[str, str] = {
     "posterior": "flowctl.apps.posterior",
     "reweight": "flowctl.apps.reweight",
     "discflow": "flowctl.apps.discflow",
+    "anomaly": "flowctl.apps.anomaly",
     "gaia": "flowctl.apps.gaia",
 }
 

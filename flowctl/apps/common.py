@@ -146,7 +146,8 @@ def check_run_dir(run_dir: str | Path, need_checkpoint: bool = True) -> Path:
             f"run directory {run_dir} is not a flowctl run: it has no config.yaml "
             "(made by `flowctl train`)"
         )
-    if need_checkpoint and find_checkpoint(run_dir) is None:
+    if need_checkpoint and find_checkpoint(run_dir) is None \
+            and not any((run_dir / "checkpoints").glob("*.pt")):
         raise UserError(
             f"run directory {run_dir} has no checkpoint (checkpoints/best.pt or last.pt): "
             "its training has not written one yet"
