@@ -7,11 +7,15 @@ be signed (sign-changing integrands) and zero (cuts).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Estimate", "UnweightingStats", "estimate", "pull", "unweighting_efficiency"]
+__all__ = ["Estimate", "ModeCensus", "UnweightingStats", "estimate", "mode_census", "pull",
+           "unweighting_efficiency"]
 
 
 @dataclass
@@ -130,3 +134,88 @@ def unweighting_efficiency(w: np.ndarray, replicas: int = 1000, replica_size: in
         replica_size=m,
         replicas=replicas,
     )
+
+
+@dataclass
+class ModeCensus:
+    """Whether a sampler found each mode of a multi-modal target (e.g. the camel's two peaks).
+
+    Per mode k (lists in the order of ``centers``):
+
+    * ``point_share``: fraction of the sampler's points nearer mode k than any other;
+    * ``weight_share``: fraction of sum |w| from those points, the estimate of the target's
+      share (``expected_share``: 1/2 each for the camel);
+    * ``core_share``: fraction of the sampler's points inside mode k's core, the ball
+      |x - c_k|^2 <= width^2 chi2_D(quantile) / 2 around the centre that holds ``quantile`` of a
+      Gaussian exp(-|x - c_k|^2 / width^2), cut to the points nearer mode k; ``core_expected``
+      = expected_share * quantile is about what an exact sampler puts there (ignoring the cut
+      of the Gaussian by the cube and, in few dimensions, the overlap of the peaks);
+    * ``found``: core_share >= ``min_ratio`` * core_expected, i.e. the sampler puts at least
+      that fraction of the ideal share of its points on the peak. A missed mode contributes
+      (almost) nothing to the estimate, so the integral comes out low by its share while the
+      error, computed from the same points, cannot tell.
+    """
+
+    centers: list[list[float]]
+    expected_share: list[float]
+    point_share: list[float]
+    weight_share: list[float]
+    core_share: list[float]
+    core_expected: list[float]
+    found: list[bool]
+    n: int
+    min_ratio: float
+
+    @property
+    def all_found(self) -> bool:
+        return all(self.found)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["all_found"] = self.all_found
+        return d
+
+    def summary(self) -> str:
+        """One line, e.g. ``modes found 2/2; points 0.49/0.51, |w| 0.50/0.50 (expected ...)``."""
+        f = "/".join
+        return (f"modes found {sum(self.found)}/{len(self.found)} "
+                f"[{f('yes' if v else 'NO' for v in self.found)}]; in the cores "
+                f"{f(f'{v:.3f}' for v in self.core_share)} of the points (exact sampler "
+                f"{f(f'{v:.3f}' for v in self.core_expected)}); nearest-mode shares: points "
+                f"{f(f'{v:.2f}' for v in self.point_share)}, |w| "
+                f"{f(f'{v:.2f}' for v in self.weight_share)} (target "
+                f"{f(f'{v:.2f}' for v in self.expected_share)})")
+
+
+def chi2_quantile(q: float, dof: int) -> float:
+    """Quantile of the chi^2 distribution with ``dof`` degrees of freedom (Wilson-Hilferty;
+    within about 1 % for dof >= 2, good enough for a core radius)."""
+    z = NormalDist().inv_cdf(q)
+    a = 2.0 / (9.0 * dof)
+    return dof * max(1.0 - a + z * math.sqrt(a), 0.0) ** 3
+
+
+def mode_census(x: np.ndarray, w: np.ndarray | None, centers: Sequence[Sequence[float]],
+                width: float, expected_share: Sequence[float] | None = None,
+                quantile: float = 0.99, min_ratio: float = 0.1) -> ModeCensus:
+    """:class:`ModeCensus` of the sampler's points ``x [N, D]`` with weights ``w [N]`` (f/q;
+    None: unit weights) for Gaussian modes exp(-|x - c|^2 / width^2) at ``centers [K, D]``
+    with target shares ``expected_share`` (default equal)."""
+    x = np.asarray(x, dtype=np.float64)
+    c = np.asarray(centers, dtype=np.float64)
+    if x.ndim != 2 or c.ndim != 2 or c.shape[1] != x.shape[1] or len(x) == 0:
+        raise ValueError(f"need points [N, D] and centers [K, D], got {x.shape} and {c.shape}")
+    k = len(c)
+    share = np.full(k, 1.0 / k) if expected_share is None else np.asarray(expected_share, float)
+    a = np.ones(len(x)) if w is None else np.abs(np.asarray(w, dtype=np.float64).ravel())
+    d2 = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)  # [N, K]
+    nearest = d2.argmin(1)
+    r2 = width**2 * chi2_quantile(quantile, x.shape[1]) / 2.0
+    total = max(float(a.sum()), 1e-300)
+    point_share = [float(np.mean(nearest == j)) for j in range(k)]
+    weight_share = [float(a[nearest == j].sum() / total) for j in range(k)]
+    core_share = [float(np.mean((d2[:, j] <= r2) & (nearest == j))) for j in range(k)]
+    core_expected = [float(s * quantile) for s in share]
+    found = [cs >= min_ratio * ce for cs, ce in zip(core_share, core_expected)]
+    return ModeCensus(c.tolist(), share.tolist(), point_share, weight_share, core_share,
+                      core_expected, found, len(x), min_ratio)
