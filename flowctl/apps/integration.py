@@ -38,7 +38,7 @@ from flowctl.apps.common import (
     write_config,
 )
 from flowctl.integrands import Integrand, IntegrandError, resolve
-from flowctl.metrics.integration import estimate, pull, unweighting_efficiency
+from flowctl.metrics.integration import estimate, mode_census, pull, unweighting_efficiency
 
 __all__ = [
     "COMMANDS",
@@ -570,8 +570,10 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     torch.manual_seed(seed + 1)  # the estimate's points: independent of training
-    w, _ = flow_weights(flow, f, n_est, batch=int(es["batch"]))
+    w, x_est = flow_weights(flow, f, n_est, batch=int(es["batch"]), keep_x=bool(ig.modes))
     est = estimate(w).as_dict()
+    if ig.modes and x_est is not None:
+        est["modes"] = _census(ig, x_est, w)
     est["unweighting"] = unweighting_efficiency(w, int(uw["replicas"]), uw["replica_size"],
                                                 seed=seed).as_dict()
     est["wall_s"] = res.wall_s + time.perf_counter() - t0
@@ -596,8 +598,10 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                           int(peers["vegas_adapt"]), seed,
                           int(peers.get("vegas_unweight_calls") or 0))
             wv = v.pop("weights", None)
-            v.pop("points", None)
+            xv = v.pop("points", None)
             if wv is not None:
+                if ig.modes and xv is not None:
+                    v["modes"] = _census(ig, xv, wv)
                 v["unweighting"] = unweighting_efficiency(
                     wv, int(uw["replicas"]), uw["replica_size"], seed=seed).as_dict()
                 v["unweighting"]["extra_calls"] = len(wv)
@@ -624,6 +628,9 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     update_metrics_json(run_dir, {"integrate": out})
     if main:
         print(_table(rows, ig.units))
+        for r in rows:
+            if r.get("modes"):
+                print(f"{r['method']}: {r['modes']['summary']}")
         if vegas_note:
             print(vegas_note)
         print("flowctl: fresh-sample estimate from points independent of training; "
@@ -631,6 +638,12 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
               and vegas_available() and peers.get("vegas_unweight_calls") else "")
         print(f"run directory: {run_dir}")
     return out
+
+
+def _census(ig: Integrand, x: np.ndarray, w: np.ndarray) -> dict[str, Any]:
+    """Mode census of a sampler's points for an integrand with several peaks (the camel)."""
+    c = mode_census(x[:, :ig.dim], w, ig.modes, ig.mode_width)
+    return {**c.as_dict(), "summary": c.summary()}
 
 
 def _write_history(run_dir: Path, history: list[dict[str, float]]) -> None:

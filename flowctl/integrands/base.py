@@ -35,6 +35,11 @@ class Integrand:
         particles: names of the P particles of ``momenta``.
         units: the unit of the integral (for printing).
         labels: names of the D coordinates (for plots).
+        modes: centres [K][D] of the target's Gaussian peaks exp(-|x - c|^2 / mode_width^2),
+            each of equal share, when it has several (the camel); ``integrate`` and the
+            benchmark then report whether each sampler found each peak
+            (:func:`flowctl.metrics.integration.mode_census`).
+        mode_width: the width of those peaks.
     """
 
     name: str
@@ -47,6 +52,8 @@ class Integrand:
     units: str = ""
     labels: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    modes: tuple[tuple[float, ...], ...] = ()
+    mode_width: float = 0.0
 
     def __call__(self, x: Tensor) -> Tensor:
         """``f(x)`` as float64 ``[N]`` on x's device (x is cast to float64 first)."""

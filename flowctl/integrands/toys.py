@@ -42,7 +42,8 @@ def camel(dim: int, alpha: float = 0.2) -> Integrand:
         return norm * (torch.exp(-a / alpha**2) + torch.exp(-b / alpha**2))
 
     c = 0.5 * (math.erf(1 / (3 * alpha)) + math.erf(2 / (3 * alpha)))
-    return Integrand("camel", dim, f, exact=c**dim, params={"alpha": alpha})
+    return Integrand("camel", dim, f, exact=c**dim, params={"alpha": alpha},
+                     modes=((1 / 3,) * dim, (2 / 3,) * dim), mode_width=alpha)
 
 
 def circles(dim: int = 2, a: float = 3.0, width: float = 0.004, radius: float = 0.25,
