@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint bench data clean install help caloflow caloflow-tiny integrate-bench bench-integration
+.PHONY: demo test lint bench data clean install help caloflow caloflow-tiny integrate-bench bench-integration \
+	cathode cathode-tiny cathode-cpu
 
 help:
 	@echo "make demo   - create $(VENV), install flowctl, train/sample/evaluate the quickstart (~2 min)"
@@ -17,6 +18,9 @@ help:
 	@echo "make data   - generate toy data files under data/, calorimeter showers under data/calo/, LHCO-like dijets under data/lhco/"
 	@echo "make caloflow-tiny - CaloFlow chain (data, teacher, student, sample, evaluate, classify) in minutes on CPU"
 	@echo "make caloflow PARTICLE=eplus - the same chain with the paper settings (GPU-sized)"
+	@echo "make cathode-tiny - all five anomaly methods (CATHODE, ANODE, CWoLa, idealized, supervised) in minutes on CPU"
+	@echo "make cathode SEEDS=0,1,2,3,4 - the same with the paper settings (GPU-sized), one run per seed"
+	@echo "make cathode-cpu - 5 seeds x 5 methods, CPU-sized (configs/preset/cpu.yaml), default + shifted data"
 	@echo "make integrate-bench - flowctl integrate vs VEGAS vs plain MC at 150k calls (benchmarks/integration.py)"
 	@echo "make clean  - remove outputs/, build artefacts and caches (keeps $(VENV))"
 
@@ -89,3 +93,31 @@ integrate-bench bench-integration: install
 clean:
 	rm -rf outputs multirun build dist *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+
+# Anomaly detection (README "Anomaly detection"): every method writes scores.npz; `evaluate`
+# gathers all runs on the same data into one ROC/SIC table (median, 16-84 % over seeds).
+LHCO_TINY := data/lhco-tiny
+cathode-tiny: install
+	$(PY) -m flowctl.data.synth.lhco --out $(LHCO_TINY) --n 200000 --signal-fraction 0.001
+	for m in anode cwola idealized supervised; do $(PY) -m flowctl train config=$${m}_tiny || exit 1; done
+	$(PY) -m flowctl train config=cathode_tiny
+	$(PY) -m flowctl sample config=cathode_tiny
+	$(PY) -m flowctl classify config=cathode_tiny
+	$(PY) -m flowctl evaluate config=cathode_tiny
+
+SEEDS ?= 0,1,2,3,4
+ANOMALY_ARGS ?=
+cathode: install
+	test -f data/lhco/events_anomalydetection_v2.features.h5 || $(PY) -m flowctl.data.synth.lhco --out data/lhco --n $(LHCO_N) --signal-fraction 0.001
+	for m in cwola idealized supervised; do $(PY) -m flowctl train config=$$m -m seed=$(SEEDS) $(ANOMALY_ARGS) || exit 1; done
+	$(PY) -m flowctl train config=cathode -m seed=$(SEEDS) $(ANOMALY_ARGS)
+	sweep=$$(ls -td outputs/cathode/*/ | head -1); for r in $$sweep[0-9]*/; do \
+	  $(PY) -m flowctl sample run=$$r && $(PY) -m flowctl classify run=$$r && \
+	  $(PY) -m flowctl train config=anode sideband_run=$$r seed=$$($(PY) -c "import yaml; print(yaml.safe_load(open('$${r}config.yaml'))['seed'])") $(ANOMALY_ARGS) || exit 1; done
+	$(PY) -m flowctl evaluate config=cathode
+
+cathode-cpu: install
+	test -f data/lhco/events_anomalydetection_v2.features.h5 || $(PY) -m flowctl.data.synth.lhco --out data/lhco --n $(LHCO_N) --signal-fraction 0.001
+	test -f data/lhco/shifted/events_anomalydetection_v2.features.h5 || $(PY) -m flowctl.data.synth.lhco --out data/lhco/shifted --n $(LHCO_N) --signal-fraction 0.001 --shift 0.1
+	$(PY) benchmarks/anomaly.py --data data/lhco --tag default --preset cpu
+	$(PY) benchmarks/anomaly.py --data data/lhco/shifted --tag shifted --preset cpu

@@ -43,6 +43,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "sr_val_fraction": 0.5,  # of the SR data: classifier validation (CATHODE: 60k / 60k)
     "test_fraction": 0.5,    # of the extra SR events: the test set (rest: IAD / supervised)
     "max_events": None,      # read only this many events of `path` (after shuffling)
+    "max_sb_events": None,   # cap on sideband events for the background flow (train + val)
     "split_seed": 0,         # shuffling and splits; fixed across runs
 }
 
@@ -119,6 +120,7 @@ def data_signature(d: Mapping[str, Any]) -> dict[str, Any]:
             "extra_sig": res(c["extra_sig"]), "shift": float(c["shift"]),
             "n_sig": c["n_sig"], "sr": [float(v) for v in c["sr"]],
             "max_events": c["max_events"], "split_seed": int(c["split_seed"])}
+    # max_sb_events only changes the background flow's training set, not the SR or test set
 
 
 def load_splits(d: Mapping[str, Any], need_test: bool = False) -> AnomalySplits:
@@ -140,7 +142,10 @@ def load_splits(d: Mapping[str, Any], need_test: bool = False) -> AnomalySplits:
     in_sr = signal_region_mask(x[:, 0], sr)
     in_sb = sideband_mask(x[:, 0], sr)
     strips = sideband_mask(x[:, 0], sr, width=float(c["cwola_width"]))
-    sb_train, sb_val = _cut(x[in_sb], float(c["sb_val_fraction"]))
+    sb = x[in_sb]
+    if c["max_sb_events"] is not None:
+        sb = sb[: int(c["max_sb_events"])]
+    sb_train, sb_val = _cut(sb, float(c["sb_val_fraction"]))
     sr_train, sr_val = _cut(x[in_sr], float(c["sr_val_fraction"]))
     cw_train, cw_val = _cut(x[strips], float(c["sr_val_fraction"]))
     if len(sr_train) < 2 or len(sb_train) < 2:

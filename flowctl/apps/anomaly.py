@@ -162,12 +162,28 @@ def _ensemble(cfg: dict[str, Any], run_dir: Path):
     return load_ensemble(_flow_spec(cfg), run_dir, int(cfg.get("ensemble", 10)))
 
 
+def _sideband_run(cfg: dict[str, Any], rd: Path) -> Path:
+    """A CATHODE/ANODE run whose sideband flow ANODE may reuse: same data, trained."""
+    from flowctl.apps.common import check_run_dir
+
+    check_run_dir(rd, need_checkpoint=True)
+    rc = read_config(rd)
+    if rc.get("app") != "anomaly" or rc.get("method") not in DENSITY_METHODS:
+        raise UserError(f"sideband_run={rd} is not a cathode/anode run")
+    if data_signature(rc["data"]) != data_signature(cfg["data"]) or \
+            rc["data"].get("max_sb_events") != cfg["data"].get("max_sb_events"):
+        raise UserError(f"sideband_run={rd} was trained on other data (data.* differ)")
+    return rd
+
+
 def _anode_scores(cfg: dict[str, Any], run_dir: Path, test: np.ndarray) -> np.ndarray:
     from flowctl.anomaly.density import ensemble_log_prob
 
     x, m = test[:, 1:5], test[:, 0]
     lp_sr = ensemble_log_prob(_ensemble(cfg, run_dir / "inner"), x, m)
-    lp_sb = ensemble_log_prob(_ensemble(cfg, run_dir), x, m)
+    sb_run = _sideband_run(cfg, Path(str(cfg["sideband_run"]))) if cfg.get("sideband_run") \
+        else run_dir
+    lp_sb = ensemble_log_prob(_ensemble(read_config(sb_run), sb_run), x, m)
     with np.errstate(invalid="ignore"):
         return lp_sr - lp_sb
 
@@ -241,7 +257,11 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
          f"{info['sr_signal']} S / {info['sr_background']} B (S/B {info['sr_s_over_b']:.3%}, "
          f"S/sqrt(B) {info['sr_s_over_sqrt_b']:.2f})")
     out: dict[str, Any] = {"command": "train", "method": method, "data": info}
-    if method in DENSITY_METHODS:
+    reuse = cfg.get("sideband_run") if method == "anode" else None
+    if reuse:
+        out["sideband_flow"] = {"reused": str(_sideband_run(cfg, Path(str(reuse))))}
+        _say(f"anode: sideband flow of {reuse} reused")
+    elif method in DENSITY_METHODS:
         out["sideband_flow"] = _fit_density(cfg, sp.sb_train, sp.sb_val, run_dir,
                                             "sideband flow p(x|m)")
     if method == "anode":
@@ -387,9 +407,9 @@ def _read_config_or_none(rd: Path) -> dict[str, Any] | None:
 
 def _gather(cfg: dict[str, Any], run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Scores of every anomaly run on the same data: ``{method: [{run, seed, labels,
-    scores}, ...]}``."""
+    scores}, ...]}``; of several runs with the same method and seed only the newest counts."""
     sig = data_signature(cfg["data"])
-    out: dict[str, list[dict[str, Any]]] = {}
+    newest: dict[tuple[str, Any], Path] = {}   # one run per (method, seed): the newest
     for rd in _candidate_runs(cfg, run_dir):
         if not (rd / SCORES).exists():
             continue
@@ -398,11 +418,19 @@ def _gather(cfg: dict[str, Any], run_dir: Path) -> dict[str, list[dict[str, Any]
             continue
         if data_signature(rc.get("data") or {}) != sig:
             continue
+        key = (str(rc["method"]), rc.get("seed"))
+        if key not in newest or _mtime(rd) > _mtime(newest[key]):
+            newest[key] = rd
+    out: dict[str, list[dict[str, Any]]] = {}
+    for (method, seed), rd in sorted(newest.items(), key=lambda kv: str(kv[0])):
         with np.load(rd / SCORES) as z:
-            entry = {"run": str(rd), "seed": rc.get("seed"), "labels": z["labels"],
-                     "scores": z["scores"]}
-        out.setdefault(str(rc["method"]), []).append(entry)
+            entry = {"run": str(rd), "seed": seed, "labels": z["labels"], "scores": z["scores"]}
+        out.setdefault(method, []).append(entry)
     return {m: out[m] for m in METHODS if m in out}
+
+
+def _mtime(rd: Path) -> float:
+    return (rd / SCORES).stat().st_mtime
 
 
 def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
