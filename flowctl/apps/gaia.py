@@ -11,7 +11,8 @@ region (SR) window ``|μ − c| < sr_width/2`` of a sliding scan, two conditiona
 The score of an SR star is ``log R = log p_SR(x|μ) − log p_SB(x|μ)``; both log-densities include
 the Jacobians of their own preprocessing (``flow.preprocessing``: minmax → logit → standardize,
 fitted on each flow's own stars), so they are in the same data units. Stars outside the domain of
-either flow's min–max range are not scored. A star in several (overlapping) windows gets its
+either flow's min–max range, within ``eval.edge_deg`` of the patch edge, or in the sparsest
+``eval.min_density_quantile`` of ``p_SB`` are not scored (ANODE's box cut, reference §3). A star in several (overlapping) windows gets its
 highest score. ``evaluate`` applies the fiducial cuts (``g < 20.2``, ``0.5 ≤ b−r ≤ 1``,
 ``|μ_φ*| > 2`` or ``|μ_λ| > 2`` mas/yr) after scoring, ranks the stars and, when the table has
 a truth column, reports the purity and recall of the stream among the top-k.
@@ -283,10 +284,24 @@ def _in_domain(flow: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 def _scores(cfg: dict[str, Any], run_dir: Path, patch: GaiaPatch
             ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """Best ``log R`` per star ``[N]`` (−inf where unscored) and its window index ``[N]``."""
+    """Best ``log R`` per star ``[N]`` (−inf where unscored) and its window index ``[N]``.
+
+    Scored are SR stars inside both flows' min–max domain, at least ``eval.edge_deg`` inside
+    the patch edge, and not in the sparse tails of the background model: ``log p_SB`` at or
+    above its ``eval.min_density_quantile`` quantile over the window's SR stars (ANODE's
+    "logPbg" box cut; in the tails both densities are extrapolated and their ratio is noise).
+    """
     anode = dict(cfg.get("anode") or {})
+    ev = dict(cfg.get("eval") or {})
     cond = anode.get("condition", "pmlam")
     x_all, mu = patch.array(features_for(cond)), patch[cond]
+    edge = float(ev.get("edge_deg", 0.0))
+    q = float(ev.get("min_density_quantile", 0.0))
+    if not 0.0 <= q < 1.0:
+        raise UserError(f"eval.min_density_quantile must be in [0, 1), got {q}")
+    dist = np.degrees(np.arccos(np.clip(np.cos(np.radians(patch["lam"]))
+                                        * np.cos(np.radians(patch["phi"])), -1.0, 1.0)))
+    inside = dist < patch.radius - edge
     best = np.full(len(patch), -np.inf)
     where = np.full(len(patch), -1, np.int64)
     info: list[dict[str, Any]] = []
@@ -298,16 +313,20 @@ def _scores(cfg: dict[str, Any], run_dir: Path, patch: GaiaPatch
         x, ctx = x_all[sr], w.context(mu[sr])
         inner = _flow_from(cfg, bundle[w.name]["inner"], f"{run_dir} window {w.name}")
         outer = _flow_from(cfg, bundle[w.name]["outer"], f"{run_dir} window {w.name}")
-        ok = _in_domain(inner, x) & _in_domain(outer, x)
+        ok = _in_domain(inner, x) & _in_domain(outer, x) & inside[sr]
         s = np.full(len(sr), -np.inf)
         if ok.any():
-            s[ok] = _log_prob(inner, x[ok], ctx[ok]) - _log_prob(outer, x[ok], ctx[ok])
+            lp_out = _log_prob(outer, x[ok], ctx[ok])
+            r = _log_prob(inner, x[ok], ctx[ok]) - lp_out
+            if q > 0:
+                r[lp_out < np.quantile(lp_out[np.isfinite(lp_out)], q)] = -np.inf
+            s[ok] = r
         s[~np.isfinite(s)] = -np.inf
         upd = s > best[sr]
         best[sr[upd]] = s[upd]
         where[sr[upd]] = w.index
         info.append({"window": w.name, "center": w.center, "index": sr, "score": s,
-                     "n_scored": int(ok.sum())})
+                     "n_scored": int(np.isfinite(s).sum())})
     if not info:
         raise UserError(f"run directory {run_dir}: its checkpoint holds none of the windows "
                         "of its config")
@@ -412,7 +431,9 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     scored = fid & np.isfinite(score)
     out: dict[str, Any] = {"command": "evaluate", "data": patch.source, "n_patch": len(patch),
                            "n_fiducial": int(fid.sum()), "n_scored": int(scored.sum()),
-                           "condition": cond, "windows": len(info)}
+                           "condition": cond, "windows": len(info),
+                           "edge_deg": float(ev.get("edge_deg", 0.0)),
+                           "min_density_quantile": float(ev.get("min_density_quantile", 0.0))}
     lab = patch.labels
     main = is_main_process()
     if lab is not None:
