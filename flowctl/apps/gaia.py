@@ -282,7 +282,7 @@ def _in_domain(flow: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return np.all((x > lo) & (x < hi), axis=1)
 
 
-def _scores(cfg: dict[str, Any], run_dir: Path, patch: GaiaPatch
+def _scores(cfg: dict[str, Any], run_dir: Path, bundle: dict[str, Any], patch: GaiaPatch
             ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Best ``log R`` per star ``[N]`` (−inf where unscored) and its window index ``[N]``.
 
@@ -305,7 +305,6 @@ def _scores(cfg: dict[str, Any], run_dir: Path, patch: GaiaPatch
     best = np.full(len(patch), -np.inf)
     where = np.full(len(patch), -1, np.int64)
     info: list[dict[str, Any]] = []
-    bundle = _load_bundle(run_dir)
     for w in windows(anode):
         if w.name not in bundle:
             continue
@@ -420,8 +419,9 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     ev = dict(cfg.get("eval") or {})
     anode = dict(cfg.get("anode") or {})
     cond = anode.get("condition", "pmlam")
+    bundle = _load_bundle(run_dir)
     patch = load_data(cfg["data"])
-    score, where, info = _scores(cfg, run_dir, patch)
+    score, where, info = _scores(cfg, run_dir, bundle, patch)
     fc = dict(ev.get("fiducial") or {})
     fid = fiducial_mask(patch, float(fc.get("g_max", 20.2)),
                         tuple(fc.get("color", (0.5, 1.0))), float(fc.get("pm_min", 2.0)))

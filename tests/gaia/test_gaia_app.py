@@ -9,9 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from flowctl.apps.common import UserError
-from flowctl.apps.gaia import Window, features_for, windows
+from flowctl.apps.common import UserError, read_config
+from flowctl.apps.gaia import Window, evaluate, features_for, load_data, train, windows
 from flowctl.data.synth.gaia import main as make_patch
+from flowctl.data.table import DataError
 from tests.conftest import run_flowctl
 
 
@@ -82,6 +83,11 @@ def test_train_evaluate_newest_run(tiny: tuple[Path, Path]) -> None:
         assert s.shape == fid.shape == f["stream"].shape
         top = np.argsort(-np.where(fid, s, -np.inf))[:100]
         assert abs(f["stream"][()][top].mean() - ev["purity_top100"]) < 1e-9
+    assert ev["edge_deg"] == 0.5 and ev["min_density_quantile"] == 0.02
+    cfg = read_config(run)
+    cfg["eval"]["min_density_quantile"] = 1.5
+    with pytest.raises(UserError, match=r"min_density_quantile must be in \[0, 1\)"):
+        evaluate(cfg, run)
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
@@ -90,11 +96,19 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2
     line = res.stderr.strip()
     assert "\n" not in line and "no.csv" in line and "not found" in line
+
+
+def test_app_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("ra,dec,pmra,pmdec,parallax,phot_g_mean_mag\n1,2,3,4,5,6\n")
-    res = run_flowctl(["train", "config=gaia_anode_tiny", f"data.path={bad}"], tmp_path)
-    assert res.returncode == 2
-    assert "bad.csv" in res.stderr and "bp_rp" in res.stderr and "\n" not in res.stderr.strip()
-    res = run_flowctl(["train", "config=gaia_anode_tiny", f"data.path={bad}",
-                       "anode.condition=pmra"], tmp_path)
-    assert res.returncode == 2 and "anode.condition must be one of pmlam, pmphi" in res.stderr
+    with pytest.raises(DataError, match=r"bad\.csv: missing Gaia column\(s\) bp_rp"):
+        load_data({"path": str(bad)})
+    with pytest.raises(UserError, match="data.path is required"):
+        load_data({"path": None})
+    cfg = {"data": {"path": str(bad)}, "anode": {"condition": "pmra"},
+           "flow": {"kind": "maf", "features": 5, "context": 1}, "trainer": {}}
+    with pytest.raises(UserError, match="anode.condition must be one of pmlam, pmphi"):
+        train(cfg, tmp_path / "run")
+    with pytest.raises(UserError, match="no checkpoint"):
+        evaluate({"data": {"path": str(bad)}, "anode": {"centers": [0.0]},
+                  "flow": {"kind": "maf"}}, tmp_path)
