@@ -2,16 +2,21 @@
 
 Workloads of BENCH.md (integration): camel 2/4/8/16-d, gauss 16-d, polynomial 18-d and
 e+e- -> q qbar g; every method gets ``--calls`` integrand calls in total (flowctl: training +
-fresh estimate; VEGAS: 10 adaptation + 20 measurement iterations; plain MC: all of them).
-Reported per method: integral ± error, pull, relative std per point, unweighting efficiency
-(bootstrap, reference §6), calls and wall time; for camel whether both modes are found
-(fraction of the sampler's points nearer each mode, the target has 1/2 each).
+fresh estimate; VEGAS: 10 adaptation + 20 measurement iterations, its rel. std per point from
+the measurement calls; plain MC: all of them). flowctl runs the shipped settings of
+configs/integrate_<name>.yaml (variant ``shipped``) unless ``--variants``/``--trainer``/``--flow``
+say otherwise. Reported per method and seed: integral ± error, pull, relative std per point,
+unweighting efficiency (bootstrap, reference §6), calls and wall time; for camel whether each
+peak is found (:func:`flowctl.metrics.integration.mode_census` on flowctl's fresh estimate
+points and on extra points of VEGAS's final map). Then a summary over seeds.
 
-    python benchmarks/integration.py                      # all workloads, 150 000 calls
-    python benchmarks/integration.py --only camel4,camel8 --variants variance --jobs 2
-    python benchmarks/integration.py --out bench.json     # also write the rows as JSON
+    python benchmarks/integration.py --seeds 3            # all workloads, 150 000 calls
+    python benchmarks/integration.py --only camel8 --seeds 3 --trainer '{"buffered_steps": 10}'
+    python benchmarks/integration.py --only camel4,camel8 --variants shipped,variance --jobs 2
 
-Jobs run in parallel processes (``--jobs``), each with ``torch.set_num_threads(--threads)``.
+Results go to results/integration-<time>.json (``--out`` elsewhere, ``--no-save`` nowhere),
+rewritten after every job. Jobs run seed by seed, in parallel processes with ``--jobs``, each
+with ``torch.set_num_threads(--threads)``.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ WORKLOADS: dict[str, tuple[str, int, dict[str, Any]]] = {
     "ee_qqg": ("ee_qqg", 2, {}),
 }
 
-# flowctl settings compared (trainer section overrides; the budget split is train/estimate).
+# flowctl settings: "shipped" = the trainer and flow sections of configs/integrate_<name>.yaml
+# (what `flowctl integrate config=integrate_<name>` runs); the others override its trainer.
 VARIANTS: dict[str, dict[str, Any]] = {
+    "shipped": {},
     "variance": {"loss": "variance", "batch": 1000, "buffer": 100000, "buffered_steps": 10,
                  "lr": 3e-3},
     "variance-k30": {"loss": "variance", "batch": 1000, "buffer": 100000,
@@ -50,13 +57,30 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _modes(x: np.ndarray, w: np.ndarray | None = None) -> float:
-    """Fraction of points (weighted by |w| if given) nearer the (1/3, ...) camel mode."""
-    near = ((x - 1 / 3) ** 2).sum(1) < ((x - 2 / 3) ** 2).sum(1)
-    if w is None:
-        return float(near.mean())
-    a = np.abs(w)
-    return float(a[near].sum() / max(a.sum(), 1e-300))
+def shipped_settings(name: str) -> dict[str, dict[str, Any]]:
+    """``trainer`` and ``flow`` sections of configs/integrate.yaml merged with
+    configs/integrate_<name>.yaml: what ``flowctl integrate config=integrate_<name>`` uses."""
+    from omegaconf import OmegaConf
+
+    cdir = Path(__file__).resolve().parents[1] / "configs"
+    cfg = OmegaConf.load(cdir / "integrate.yaml")
+    own = cdir / f"integrate_{name}.yaml"
+    if own.exists():
+        child = OmegaConf.load(own)
+        child.pop("defaults", None)
+        cfg = OmegaConf.merge(cfg, child)
+    out = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(out, dict)
+    return {"trainer": dict(out.get("trainer") or {}), "flow": dict(out.get("flow") or {})}
+
+
+def _census(ig: Any, x: np.ndarray, w: np.ndarray) -> dict[str, Any]:
+    from flowctl.metrics.integration import mode_census
+
+    c = mode_census(x[:, :ig.dim], w, ig.modes, ig.mode_width)
+    return {"found": c.found, "all_found": c.all_found, "core_share": c.core_share,
+            "core_expected": c.core_expected, "point_share": c.point_share,
+            "weight_share": c.weight_share}
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -95,22 +119,29 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                    calls=v["calls"], Q=v["Q"], chi2_dof=v["chi2_dof"])
     else:
         torch.manual_seed(seed)
-        spec = flow_spec({"flow": job.get("flow") or {}}, dim)
+        shipped = shipped_settings(name)
+        fl = {**shipped["flow"], **(job.get("flow") or {})}
+        spec = flow_spec({"flow": fl}, dim)
         flow = build_flow(spec)
-        tr = {**DEFAULTS["trainer"], **VARIANTS[method], "calls": calls - job["est_calls"],
-              "log_every": 10**9}
+        tr = {**DEFAULTS["trainer"], **shipped["trainer"], **VARIANTS[method],
+              **(job.get("trainer") or {}), "calls": calls - job["est_calls"],
+              "log_every": 10**9, "device": "cpu"}
         res = train_sampler(flow, ig, tr, seed=seed, verbose=False)
         torch.manual_seed(seed + 1)
         w, x = flow_weights(flow, ig, job["est_calls"], keep_x=True)
         e = estimate(w)
         row.update(integral=e.integral, error=e.error, rel_std=e.rel_std,
                    calls=res.calls + job["est_calls"], steps=res.steps,
-                   train_s=round(res.wall_s, 1))
+                   train_s=round(res.wall_s, 1),
+                   settings={"trainer": {k: v for k, v in tr.items() if k in (
+                       "loss", "calls", "batch", "buffer", "buffered_steps", "buffer_batch",
+                       "lr", "min_lr", "schedule", "grad_clip")},
+                       "flow": {k: spec[k] for k in ("transforms", "hidden", "bins")}})
     row["pull"] = pull(row["integral"], row["error"], ig.exact)
     row["unweighting"] = unweighting_efficiency(w, 1000, seed=seed).efficiency
-    if name == "camel" and x is not None:
-        row["mode_fraction_q"] = _modes(x[:, :dim])
-        row["mode_fraction_target"] = _modes(x[:, :dim], w)
+    if ig.modes and x is not None:
+        # flowctl: its fresh estimate points; VEGAS: extra points of its final map
+        row["modes"] = _census(ig, x, w)
     row["wall_s"] = round(time.perf_counter() - t0, 1)
     print(f"done {row['workload']:<8} {method:<13} seed {seed}: rel.std/pt "
           f"{row['rel_std']:.4g}, pull {row['pull']:+.2f}, {row['wall_s']} s", flush=True)
@@ -122,20 +153,66 @@ def table(rows: list[dict[str, Any]]) -> str:
     vegas = {(r["workload"], r["seed"]): r["rel_std"] for r in rows if r["method"] == "vegas"}
     head = (f"{'workload':<8} {'method':<13} {'seed':>4} {'integral ± error':>26} "
             f"{'pull':>8} {'rel.std/pt':>10} {'VEGAS/this':>10} {'unw.eff':>8} "
-            f"{'modes q':>7} {'calls':>7} {'wall s':>7}")
+            f"{'modes in core':>14} {'calls':>7} {'wall s':>7}")
     out = [head, "-" * len(head)]
     order = {"flowctl": 0, "vegas": 2, "plain": 3}
     for r in sorted(rows, key=lambda r: (list(WORKLOADS).index(r["workload"]),
                                          order.get(r["method"], 1), r["method"], r["seed"])):
         ratio = vegas.get((r["workload"], r["seed"]))
         ratio_s = f"{ratio / r['rel_std']:.2f}x" if ratio and r["rel_std"] else "-"
-        modes = r.get("mode_fraction_q")
+        m = r.get("modes")
+        modes = (f"{sum(m['found'])}/{len(m['found'])} "
+                 + "/".join(f"{c:.2f}" for c in m["core_share"])) if m else "-"
         out.append(
             f"{r['workload']:<8} {r['method']:<13} {r['seed']:>4} "
             f"{r['integral']:>13.7g} ± {r['error']:<10.3g} {r['pull']:>+8.2f} "
             f"{r['rel_std']:>10.4g} {ratio_s:>10} {100 * r['unweighting']:>7.2f}% "
-            f"{(f'{modes:.2f}' if modes is not None else '-'):>7} {r['calls']:>7} "
+            f"{modes:>14} {r['calls']:>7} "
             f"{r['wall_s']:>7}")
+    return "\n".join(out)
+
+
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (workload, method) over seeds: mean and min/max of rel. std per point, mean |pull|,
+    the ratio mean(VEGAS rel. std) / mean(this), and for camel how many seeds found all
+    modes."""
+    out = []
+    keys = sorted({(r["workload"], r["method"]) for r in rows},
+                  key=lambda k: (list(WORKLOADS).index(k[0]), k[1] in ("vegas", "plain"), k[1]))
+    for wl, method in keys:
+        rs = [r for r in rows if r["workload"] == wl and r["method"] == method]
+        vs = [r["rel_std"] for r in rows if r["workload"] == wl and r["method"] == "vegas"]
+        rel = [r["rel_std"] for r in rs]
+        item: dict[str, Any] = {
+            "workload": wl, "method": method, "seeds": sorted(r["seed"] for r in rs),
+            "rel_std_mean": float(np.mean(rel)), "rel_std_min": float(np.min(rel)),
+            "rel_std_max": float(np.max(rel)),
+            "abs_pull_mean": float(np.mean([abs(r["pull"]) for r in rs])),
+            "abs_pull_max": float(np.max([abs(r["pull"]) for r in rs])),
+            "vegas_over_this": float(np.mean(vs) / np.mean(rel)) if vs else None,
+            "wall_s_mean": float(np.mean([r["wall_s"] for r in rs])),
+            "calls": rs[0]["calls"]}
+        if all("modes" in r for r in rs):
+            item["seeds_all_modes_found"] = sum(r["modes"]["all_found"] for r in rs)
+            item["modes_found_per_seed"] = [sum(r["modes"]["found"]) for r in rs]
+        out.append(item)
+    return out
+
+
+def summary_table(items: list[dict[str, Any]]) -> str:
+    head = (f"{'workload':<8} {'method':<13} {'seeds':>5} {'rel.std/pt mean [min, max]':>28} "
+            f"{'VEGAS/this':>10} {'|pull| mean/max':>16} {'all modes':>9} {'wall s':>7}")
+    out = [head, "-" * len(head)]
+    for it in items:
+        ratio = it["vegas_over_this"]
+        modes = (f"{it['seeds_all_modes_found']}/{len(it['seeds'])}"
+                 if "seeds_all_modes_found" in it else "-")
+        out.append(
+            f"{it['workload']:<8} {it['method']:<13} {len(it['seeds']):>5} "
+            f"{it['rel_std_mean']:>10.4g} [{it['rel_std_min']:.4g}, {it['rel_std_max']:.4g}]"
+            f"{'':>2} {(f'{ratio:.2f}x' if ratio else '-'):>10} "
+            f"{it['abs_pull_mean']:>7.2f}/{it['abs_pull_max']:<8.2f} {modes:>9} "
+            f"{it['wall_s_mean']:>7.1f}")
     return "\n".join(out)
 
 
@@ -145,13 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--est-calls", type=int, default=50000,
                     help="flowctl: calls for the fresh estimate (the rest trains)")
     ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
-    ap.add_argument("--variants", default="variance",
+    ap.add_argument("--variants", default="shipped",
                     help=f"flowctl variants, comma-separated: {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     ap.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    ap.add_argument("--trainer", type=json.loads, default=None,
+                    help='flowctl trainer overrides as JSON, e.g. \'{"buffered_steps": 30}\'')
+    ap.add_argument("--flow", type=json.loads, default=None,
+                    help='flowctl flow overrides as JSON, e.g. \'{"hidden": [128, 128]}\'')
+    ap.add_argument("--seed0", type=int, default=0, help="first seed")
     ap.add_argument("--no-peers", action="store_true", help="flowctl only")
-    ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument("--out", default=None,
+                    help="JSON file for the results (default results/integration-<time>.json)")
+    ap.add_argument("--no-save", action="store_true", help="do not write a JSON file")
     args = ap.parse_args(argv)
     methods = [v for v in args.variants.split(",") if v]
     for v in methods:
@@ -164,26 +248,55 @@ def main(argv: list[str] | None = None) -> int:
         if not vegas_available():
             print("vegas not installed (pip install flowctl[peers]): VEGAS column skipped")
     jobs = [{"workload": w, "method": m, "seed": s, "calls": args.calls,
-             "est_calls": args.est_calls, "threads": args.threads}
-            for w in args.only.split(",") for m in methods for s in range(args.seeds)]
+             "est_calls": args.est_calls, "threads": args.threads, "trainer": args.trainer,
+             "flow": args.flow}
+            for w in args.only.split(",") for m in methods
+            for s in range(args.seed0, args.seed0 + args.seeds)]
     for j in jobs:
         if j["workload"] not in WORKLOADS:
             ap.error(f"unknown workload {j['workload']!r}; available: {', '.join(WORKLOADS)}")
-    # slowest first so the pool stays busy
-    jobs.sort(key=lambda j: (j["method"] in ("vegas", "plain"), -WORKLOADS[j["workload"]][1]))
+    # seed by seed (an interrupted run has whole seeds), slowest first so the pool stays busy
+    jobs.sort(key=lambda j: (j["seed"], j["method"] in ("vegas", "plain"),
+                             -WORKLOADS[j["workload"]][1]))
+    import torch
+
+    from benchmarks.common import machine_info, results_path, save_results
+
+    path = None if args.no_save else (Path(args.out) if args.out else
+                                      results_path("integration"))
+    head = (f"flowctl integrate vs VEGAS vs plain MC, {args.calls} calls each "
+            f"(flowctl: {args.calls - args.est_calls} training + {args.est_calls} fresh)")
+    payload: dict[str, Any] = {
+        "benchmark": "integration", "title": head, "argv": sys.argv[1:] if argv is None
+        else list(argv), "calls": args.calls, "est_calls": args.est_calls,
+        "variants": {m: VARIANTS[m] for m in methods if m in VARIANTS},
+        "shipped": {w: shipped_settings(WORKLOADS[w][0]) for w in args.only.split(",")},
+        "machine": machine_info(torch.device("cpu"), {}), "rows": [], "summary": []}
     t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+
+    def keep(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if path is not None:  # rewritten after every job: an interrupted run keeps its rows
+            payload["rows"], payload["summary"] = rows, summary(rows)
+            payload["wall_s"] = round(time.perf_counter() - t0, 1)
+            save_results(path, json.loads(json.dumps(payload, default=float)))
+
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
-            rows = pool.map(run_job, jobs, chunksize=1)
+            for row in pool.imap_unordered(run_job, jobs, chunksize=1):
+                keep(row)
     else:
-        rows = [run_job(j) for j in jobs]
+        for j in jobs:
+            keep(run_job(j))
     print()
-    print(f"flowctl integrate vs VEGAS vs plain MC, {args.calls} calls each "
-          f"(flowctl: {args.calls - args.est_calls} training + {args.est_calls} fresh), "
-          f"{args.threads} thread(s) per job, total {time.perf_counter() - t0:.0f} s")
+    print(f"{head}, {args.threads} thread(s) per job, total "
+          f"{time.perf_counter() - t0:.0f} s")
     print(table(rows))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    print()
+    print(summary_table(summary(rows)))
+    if path is not None:
+        print(f"results: {path}")
     return 0
 
 
