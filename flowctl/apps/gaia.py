@@ -147,7 +147,12 @@ def _fit(cfg: dict[str, Any], x: np.ndarray, ctx: np.ndarray, out_dir: Path,
     summary and the best epoch's weights."""
     from torch.utils.data import TensorDataset
 
-    from flowctl.training import TrainingError, load_checkpoint, seed_everything
+    from flowctl.training import (
+        TrainingError,
+        TrainingInterrupted,
+        load_checkpoint,
+        seed_everything,
+    )
     from flowctl.training import train as fit
 
     seed_everything(seed)
@@ -161,6 +166,8 @@ def _fit(cfg: dict[str, Any], x: np.ndarray, ctx: np.ndarray, out_dir: Path,
         s = fit(flow, _nll, TensorDataset(xt[tr], ct[tr]), TensorDataset(xt[va], ct[va]),
                 cfg["trainer"], out_dir, run_config=cfg)
         state = load_checkpoint(out_dir)["model"]
+    except TrainingInterrupted:
+        raise  # the CLI exits 130/143; `trainer.resume=true` continues window by window
     except TrainingError as exc:
         raise UserError(f"{out_dir}: {exc}") from None
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -228,10 +235,13 @@ def _save_bundle(run_dir: Path, cfg: dict[str, Any], bundle: dict[str, Any]) -> 
     (``{"windows": {wNN: {"center", "inner", "outer"}}}``), so the run directory alone is
     enough to evaluate (the per-window folders only keep their training logs)."""
     from flowctl.training import CHECKPOINT_FORMAT_VERSION, save_checkpoint
+    from flowctl.training.checkpoint import copy_atomic
 
-    return save_checkpoint({"format_version": CHECKPOINT_FORMAT_VERSION, "app": "gaia",
+    best = save_checkpoint({"format_version": CHECKPOINT_FORMAT_VERSION, "app": "gaia",
                             "config": dict(cfg), "windows": bundle},
                            run_dir / "checkpoints" / "best.pt")
+    copy_atomic(best, run_dir / "checkpoints" / "last.pt")  # the CLI's "already trained" mark
+    return best
 
 
 def _load_bundle(run_dir: Path) -> dict[str, Any]:

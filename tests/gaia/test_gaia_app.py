@@ -60,7 +60,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_train_evaluate_newest_run(tiny: tuple[Path, Path]) -> None:
     cwd, run = tiny
-    assert (run / "checkpoints" / "best.pt").exists()
+    assert (run / "checkpoints" / "best.pt").exists() and (run / "checkpoints" / "last.pt").exists()
     assert (run / "windows" / "w01" / "inner" / "metrics.jsonl").exists()
     res = run_flowctl(["evaluate", "config=gaia_anode_tiny"], cwd, timeout=300)  # newest run
     assert res.returncode == 0, res.stderr[-2000:]
