@@ -102,7 +102,13 @@ def test_vegas_peer_same_calls(tmp_path: Path) -> None:
                    f"run_dir={tmp_path / 'run'}", "peers.plain=false", *TINY], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "VEGAS" in res.stdout
-    v = json.loads((tmp_path / "run" / "metrics.json").read_text())["integrate"]["methods"]
-    v = v["VEGAS"]
+    methods = json.loads((tmp_path / "run" / "metrics.json").read_text())["integrate"]["methods"]
+    v = methods["VEGAS"]
     assert 0.8 * 7000 <= v["calls"] <= 7000 and abs(v["pull"]) < 5 and v["rel_std"] > 0
     assert v["unweighting"]["extra_calls"] == 1000
+    # the camel's two peaks: both samplers find both in 2-d; the summary says so
+    for name in ("flowctl", "VEGAS"):
+        modes = methods[name]["modes"]
+        assert modes["found"] == [True, True] and modes["all_found"], (name, modes)
+        assert sum(modes["weight_share"]) == pytest.approx(1.0)
+    assert "flowctl: modes found 2/2" in res.stdout and "VEGAS: modes found 2/2" in res.stdout
