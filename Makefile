@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test lint bench data clean install help caloflow caloflow-tiny integrate-bench bench-integration \
-	cathode cathode-tiny cathode-cpu
+	cathode cathode-tiny cathode-cpu gaia gaia-tiny
 
 help:
 	@echo "make demo   - create $(VENV), install flowctl, train/sample/evaluate the quickstart (~2 min)"
@@ -21,7 +21,9 @@ help:
 	@echo "make cathode-tiny - all five anomaly methods (CATHODE, ANODE, CWoLa, idealized, supervised) in minutes on CPU"
 	@echo "make cathode SEEDS=0,1,2,3,4 - the same with the paper settings (GPU-sized), one run per seed"
 	@echo "make cathode-cpu - 5 seeds x 5 methods, CPU-sized (configs/preset/cpu.yaml), default + shifted data"
-	@echo "make integrate-bench - flowctl integrate vs VEGAS vs plain MC at 150k calls (benchmarks/integration.py)"
+	@echo "make gaia-tiny - Gaia stream search (synthetic patch, ANODE, purity) in about a minute on CPU"
+	@echo "make gaia   - the same with the realistic settings (21 windows; GPU-sized)"
+	@echo "make integrate-bench - flowctl integrate vs VEGAS vs plain MC at 150k calls, 3 seeds (~1 h on 1 core)"
 	@echo "make clean  - remove outputs/, build artefacts and caches (keeps $(VENV))"
 
 $(PY):
@@ -62,6 +64,7 @@ data: install
 	$(PY) -m flowctl.data.synth --out data/calo --n $(CALO_N)
 	$(PY) -m flowctl.data.synth.lhco --out data/lhco --n $(LHCO_N) --signal-fraction 0.001
 	$(PY) -m flowctl.data.synth.lhco --out data/lhco/shifted --n $(LHCO_N) --signal-fraction 0.001 --shift 0.1
+	$(PY) -m flowctl.data.synth.gaia --out data/gaia
 
 # CaloFlow (README "Calorimeter showers"): Flow I + MAF teacher -> IAF student -> showers -> AUC.
 CALO_TINY := outputs/caloflow-tiny
@@ -88,7 +91,7 @@ caloflow: install
 INTEGRATE_BENCH_ARGS ?=
 integrate-bench bench-integration: install
 	$(PIP) install -e ".[dev,peers]"
-	$(PY) benchmarks/integration.py --out outputs/integrate-bench.json $(INTEGRATE_BENCH_ARGS)
+	$(PY) benchmarks/integration.py --seeds 3 $(INTEGRATE_BENCH_ARGS)
 
 clean:
 	rm -rf outputs multirun build dist *.egg-info .pytest_cache .ruff_cache
@@ -121,3 +124,16 @@ cathode-cpu: install
 	test -f data/lhco/shifted/events_anomalydetection_v2.features.h5 || $(PY) -m flowctl.data.synth.lhco --out data/lhco/shifted --n $(LHCO_N) --signal-fraction 0.001 --shift 0.1
 	$(PY) benchmarks/anomaly.py --data data/lhco --tag default --preset cpu
 	$(PY) benchmarks/anomaly.py --data data/lhco/shifted --tag shifted --preset cpu
+
+# Gaia stellar streams (README "Stellar streams in Gaia"): synthetic patch -> ANODE -> purity.
+GAIA_TINY := outputs/gaia-tiny
+gaia-tiny: install
+	$(PY) -m flowctl.data.synth.gaia --out $(GAIA_TINY)/data --name patch_tiny --n-field 40000 --n-stream 400
+	rm -rf $(GAIA_TINY)/run
+	$(PY) -m flowctl train config=gaia_anode_tiny data.path=$(GAIA_TINY)/data/patch_tiny.h5 run_dir=$(GAIA_TINY)/run
+	$(PY) -m flowctl evaluate run=$(GAIA_TINY)/run
+
+gaia: install
+	test -f data/gaia/patch.h5 || $(PY) -m flowctl.data.synth.gaia --out data/gaia --n-field 400000 --n-stream 1000
+	$(PY) -m flowctl train config=gaia_anode data.path=data/gaia/patch.h5
+	$(PY) -m flowctl evaluate config=gaia_anode
