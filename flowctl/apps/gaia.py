@@ -42,6 +42,7 @@ from flowctl.apps.common import (
     write_config,
 )
 from flowctl.data.gaia import GaiaPatch, fiducial_mask, load_patch
+from flowctl.plots.gaia import gaia_plots
 
 __all__ = ["COMMANDS", "Window", "evaluate", "features_for", "load_data", "train", "windows"]
 
@@ -352,59 +353,6 @@ def _topk_stats(score: np.ndarray, lab: np.ndarray, mask: np.ndarray, k: int,
             "recall": hits / max(n_stream, 1)}
 
 
-def _plots(run_dir: Path, patch: GaiaPatch, score: np.ndarray, keep: np.ndarray,
-           top: np.ndarray, cond: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = run_dir / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    m = keep & np.isfinite(score)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    hb = ax.hexbin(patch["phi"][m], patch["lam"][m], C=score[m], reduce_C_function=np.max,
-                   gridsize=70, cmap="magma", mincnt=1)
-    fig.colorbar(hb, ax=ax, label="max log R per cell")
-    ax.set(xlabel="φ [deg]", ylabel="λ [deg]", aspect="equal",
-           title=f"ANODE score map (SR stars, fiducial cuts; condition {cond})")
-    p = out_dir / "score_map.png"
-    fig.savefig(p, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    paths.append(str(p))
-
-    lab = patch.labels
-    rng = np.random.default_rng(0)
-    bg = rng.choice(len(patch), size=min(len(patch), 30000), replace=False)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
-    panels = [("phi", "lam", "φ [deg]", "λ [deg]"), ("pmphi", "pmlam", "μ_φ* [mas/yr]",
-              "μ_λ [mas/yr]"), ("bp_rp", "g", "b−r [mag]", "g [mag]")]
-    for ax, (a, b, xl, yl) in zip(axes, panels):
-        ax.scatter(patch[a][bg], patch[b][bg], s=0.5, c="0.8", rasterized=True, label="patch")
-        if lab is not None:
-            st = np.flatnonzero(lab == 1)
-            ax.scatter(patch[a][st], patch[b][st], s=2, c="tab:orange", alpha=0.4,
-                       label="injected stream (truth)")
-            hit = top[lab[top] == 1]
-            miss = top[lab[top] == 0]
-            ax.scatter(patch[a][miss], patch[b][miss], s=10, c="tab:blue", label="top-k, field")
-            ax.scatter(patch[a][hit], patch[b][hit], s=10, c="tab:red", label="top-k, stream")
-        else:
-            ax.scatter(patch[a][top], patch[b][top], s=10, c="tab:red", label="top-k")
-        ax.set(xlabel=xl, ylabel=yl)
-    axes[1].set(xlim=(-25, 15), ylim=(-25, 15))
-    axes[2].set(xlim=(0.0, 1.6))
-    axes[2].invert_yaxis()
-    axes[0].legend(loc="lower left", fontsize=7, markerscale=3)
-    fig.suptitle(f"top {len(top)} stars by ANODE score (after fiducial cuts)")
-    p = out_dir / "top_stars.png"
-    fig.savefig(p, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    paths.append(str(p))
-    return paths
-
-
 def _write_scores(path: Path, patch: GaiaPatch, score: np.ndarray, where: np.ndarray,
                   fid: np.ndarray) -> None:
     import h5py
@@ -476,7 +424,7 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         _write_scores(run_dir / "scores.h5", patch, score, where, fid)
         out["scores_file"] = str(run_dir / "scores.h5")
         if ev.get("plots", True):
-            out["plots"] = _plots(run_dir, patch, score, fid, top, cond)
+            out["plots"] = gaia_plots(run_dir / "plots", patch, score, fid, top, cond)
     out["eval_wall_s"] = round(time.perf_counter() - t0, 2)
     update_metrics_json(run_dir, {"evaluate": out})
     if main:
