@@ -45,22 +45,24 @@ def conditional_nll(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
 
 
 def load_ensemble(spec: dict, run_dir: str | Path, k: int) -> list[Flow]:
-    """Up to ``k`` flows: the lowest-val-loss epochs kept by ``trainer.keep_best`` in
-    ``run_dir/checkpoints/top/`` (CATHODE's epoch ensemble), else the best checkpoint."""
-    from flowctl.apps.common import UserError, load_weights
-    from flowctl.training import top_checkpoints
+    """Up to ``k`` flows in eval mode: the lowest-val-loss epochs kept by
+    ``trainer.keep_best`` in ``run_dir/checkpoints/top/`` (CATHODE's epoch ensemble), else
+    the run's best (or last) checkpoint. Raises ``ValueError`` if the weights do not fit
+    ``spec`` and :class:`flowctl.training.TrainingError` if there is no checkpoint."""
+    from flowctl.training import load_checkpoint, top_checkpoints
 
     snaps = top_checkpoints(run_dir)[: max(k, 1)]
     if not snaps:
-        return [load_weights(build(spec), run_dir, "best")]
+        ck = load_checkpoint(run_dir)
+        snaps = [{"model": ck["model"], "path": Path(run_dir) / "checkpoints"}]
     flows = []
     for s in snaps:
         f = build(spec)
         try:
             f.load_state_dict({n.removeprefix("module."): v for n, v in s["model"].items()})
         except RuntimeError as exc:
-            raise UserError(f"{s['path']} does not match the flow in config.yaml "
-                            f"({str(exc).splitlines()[0]})") from None
+            raise ValueError(f"{s['path']} does not match the flow in config.yaml "
+                             f"({str(exc).splitlines()[0]})") from None
         flows.append(f.eval())
     return flows
 

@@ -158,8 +158,12 @@ def _fit_density(cfg: dict[str, Any], train_rows: np.ndarray, val_rows: np.ndarr
 
 def _ensemble(cfg: dict[str, Any], run_dir: Path):
     from flowctl.anomaly.density import load_ensemble
+    from flowctl.training import TrainingError
 
-    return load_ensemble(_flow_spec(cfg), run_dir, int(cfg.get("ensemble", 10)))
+    try:
+        return load_ensemble(_flow_spec(cfg), run_dir, int(cfg.get("ensemble", 10)))
+    except (ValueError, TrainingError) as exc:
+        raise UserError(f"run directory {run_dir}: {exc}") from None
 
 
 def _sideband_run(cfg: dict[str, Any], rd: Path) -> Path:
