@@ -20,7 +20,6 @@ supervised  classifier signal vs background (labels) (scores written by ``train`
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -195,28 +194,30 @@ def _anode_scores(cfg: dict[str, Any], run_dir: Path, test: np.ndarray) -> np.nd
 # --------------------------------------------------------------------------- classifiers
 
 
+def _labelled(one: np.ndarray, zero: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of label 1 then label 0: ``(rows [N, 6], y [N], unit weights [N])``."""
+    rows = np.concatenate([one, zero])
+    y = np.concatenate([np.ones(len(one)), np.zeros(len(zero))])
+    return rows, y, np.ones(len(y))
+
+
 def _classifier_sets(cfg: dict[str, Any], method: str, sp: AnomalySplits
                      ) -> tuple[np.ndarray, ...]:
     """``(x_tr, y_tr, w_tr, x_va, y_va, w_va)`` of a classifier-only method."""
     from flowctl.anomaly.classifier import cwola_weights
 
-    def pair(one: np.ndarray, zero: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = np.concatenate([one, zero])
-        y = np.concatenate([np.ones(len(one)), np.zeros(len(zero))])
-        return rows, y, np.ones(len(y))
-
     if method == "cwola":
         out = []
         for sr_rows, sb_rows in ((sp.sr_train, sp.cwola_train), (sp.sr_val, sp.cwola_val)):
-            rows, y, _ = pair(sr_rows, sb_rows)
+            rows, y, _ = _labelled(sr_rows, sb_rows)
             w = cwola_weights(rows[:, 0], y == 1, sr_center=0.5 * (sp.sr[0] + sp.sr[1]))
             out.append((rows, y, w))
     elif method == "idealized":
         sp.need("bkg_train")
-        out = [pair(sp.sr_train, sp.bkg_train), pair(sp.sr_val, sp.bkg_val)]
+        out = [_labelled(sp.sr_train, sp.bkg_train), _labelled(sp.sr_val, sp.bkg_val)]
     else:  # supervised
         sp.need("bkg_train", "sig_train")
-        out = [pair(sp.sig_train, sp.bkg_train), pair(sp.sig_val, sp.bkg_val)]
+        out = [_labelled(sp.sig_train, sp.bkg_train), _labelled(sp.sig_val, sp.bkg_val)]
     (r_tr, y_tr, w_tr), (r_va, y_va, w_va) = out
     return _inputs(cfg, r_tr), y_tr, w_tr, _inputs(cfg, r_va), y_va, w_va
 
@@ -365,12 +366,9 @@ def classify(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         raise UserError(f"{run_dir / SAMPLES} holds {len(samples)} usable samples")
     rows = np.concatenate([samples, np.zeros((len(samples), 1))], axis=1)  # + label 0
     k = round(len(rows) * len(sp.sr_train) / (len(sp.sr_train) + len(sp.sr_val)))
-    parts = []
-    for data, smp in ((sp.sr_train, rows[:k]), (sp.sr_val, rows[k:])):
-        r = np.concatenate([data, smp])
-        y = np.concatenate([np.ones(len(data)), np.zeros(len(smp))])
-        parts.append((_inputs(cfg, r), y, np.ones(len(y))))
-    (x_tr, y_tr, w_tr), (x_va, y_va, w_va) = parts
+    (r_tr, y_tr, w_tr), (r_va, y_va, w_va) = (_labelled(sp.sr_train, rows[:k]),
+                                              _labelled(sp.sr_val, rows[k:]))
+    x_tr, x_va = _inputs(cfg, r_tr), _inputs(cfg, r_va)
     clf = _train_classifier(cfg, run_dir, (x_tr, y_tr, w_tr, x_va, y_va, w_va),
                             "cathode: SR data vs samples")
     assert sp.test is not None
@@ -477,24 +475,12 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         plots.append(str(save(roc_sic_figure(curves, fpr_floor=floor),
                               run_dir / "plots" / "roc_sic.png")))
     out = {"command": "evaluate", "fpr_floor": floor, "methods": summary, "plots": plots}
-    update_metrics_json(run_dir, {"evaluate": _jsonable(out)})
+    update_metrics_json(run_dir, {"evaluate": out})
     if is_main_process():
         print(format_table(summary))
         if plots:
             print(f"plots: {run_dir / 'plots'}")
     return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else str(obj)
-    return obj
 
 
 COMMANDS = {"train": train, "sample": sample, "classify": classify, "evaluate": evaluate}
