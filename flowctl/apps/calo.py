@@ -15,8 +15,8 @@ Config keys (see configs/caloflow_*.yaml):
   random permutation (ref §3.3).
 * ``trainer`` / ``energy_trainer`` (its overrides for Flow I) and ``milestone_epochs`` /
   ``energy_milestone_epochs``: the step schedule in epochs (converted to optimizer steps).
-* ``preprocessing``: ``noise_mev`` (CaloFlow: U[0, 1 keV)), ``threshold_mev`` (generated voxels
-  below it are zeroed).
+* ``preprocessing``: ``noise_mev`` (CaloFlow: U[0, 1 keV)), ``threshold_mev`` (CaloFlow: 10 keV;
+  generated voxels below it are zeroed, and ``evaluate`` histograms both sets with it).
 * ``teacher`` (a teacher run for ``distill``), ``distill`` (β, which terms, z-part contexts),
   ``student`` (student settings used by ``distill run=TEACHER``).
 * ``n`` and ``sample`` (batch size) for ``sample``; ``eval`` and ``classifier`` for
@@ -340,6 +340,18 @@ def _energy_to_context(flow1: torch.nn.Module, e_inc: torch.Tensor
     return e, torch.cat([ctx1, torch.log10(e / 1000.0 + 1e-6)], 1)
 
 
+def _threshold(cfg: dict[str, Any]) -> float:
+    """Voxel threshold in MeV (``preprocessing.threshold_mev``; CaloFlow's 10 keV)."""
+    thr = (cfg.get("preprocessing") or {}).get("threshold_mev", 1e-2)
+    try:
+        thr = float(thr)
+    except (TypeError, ValueError):
+        thr = float("nan")
+    if not np.isfinite(thr) or thr < 0:
+        raise UserError(f"preprocessing.threshold_mev must be a number >= 0 (MeV), got {thr!r}")
+    return thr
+
+
 def generate(cfg: dict[str, Any], run_dir: Path, n: int, batch: int, seed: int
              ) -> tuple[Showers, dict[str, float]]:
     """Chain Flow I -> Flow II (teacher or student) for ``n`` showers (ref §3.3 sampling)."""
@@ -351,7 +363,7 @@ def generate(cfg: dict[str, Any], run_dir: Path, n: int, batch: int, seed: int
     slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
     d = cfg.get("data") or {}
     lo, hi = float(d.get("e_min", 1.0)), float(d.get("e_max", 100.0))
-    thr = float((cfg.get("preprocessing") or {}).get("threshold_mev", 1e-3))
+    thr = _threshold(cfg)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     torch.manual_seed(seed)
     energies, voxels = [], []
@@ -453,8 +465,9 @@ def _auc_runs(cfg: dict[str, Any], truth: Showers, gen: Showers
             raise UserError(f"classifier.variants: unknown {var!r} "
                             "(unnormalized | normalized)")
         norm = var == "normalized"
-        xg = classifier_inputs(gen.energy, gen.voxels, gen.layer_shapes, norm)
-        xt = classifier_inputs(truth.energy, truth.voxels, truth.layer_shapes, norm)
+        thr = _threshold(cfg)
+        xg = classifier_inputs(gen.energy, gen.voxels, gen.layer_shapes, norm, thr)
+        xt = classifier_inputs(truth.energy, truth.voxels, truth.layer_shapes, norm, thr)
         try:
             r = train_classifier(xg, xt, ccfg)
         except ValueError as exc:
@@ -482,8 +495,9 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if gen is None or len(gen) < 10:
         raise UserError(f"{path}: fewer than 10 generated showers; sample more (n=...)")
     truth = _truth_showers(cfg, ev.get("n_truth"))
-    ft = shower_features(truth.energy, truth.voxels, truth.layer_shapes)
-    fg = shower_features(gen.energy, gen.voxels, gen.layer_shapes)
+    thr = _threshold(cfg)
+    ft = shower_features(truth.energy, truth.voxels, truth.layer_shapes, threshold_mev=thr)
+    fg = shower_features(gen.energy, gen.voxels, gen.layer_shapes, threshold_mev=thr)
     sep = separation_powers(ft, fg, int(ev.get("bins", 50)))
     out: dict[str, Any] = {"command": "evaluate", "n_generated": len(gen),
                            "n_truth": len(truth), "separation_power": sep,

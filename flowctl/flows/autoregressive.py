@@ -12,6 +12,13 @@ The inverse is exact either way; ``exact_loop`` chooses how it is computed:
   (:mod:`flowctl.flows.incremental`), about one forward pass of arithmetic plus D small steps;
 * ``"naive"``: D full MADE passes (the reference, and the fallback in training mode with
   dropout, where each pass draws its own dropout masks).
+
+The one-pass direction (MAF density, IAF sampling) makes a ``[N, D, P]`` parameter tensor and
+runs the element-wise map over it; for CaloFlow's 504 voxels and a spline that is ~12 600
+floats per row, 0.5 GB at N = 10 000. Without autograd on the CPU the rows are therefore taken
+in chunks of at most ``chunk_elements`` parameters (``row_chunk`` below), so every temporary
+stays cache-sized: the same numbers, about 2.4x faster for the CaloFlow student at batch
+10 000 on one core. With autograd, or on a GPU, the batch is taken whole.
 """
 
 from __future__ import annotations
@@ -25,6 +32,15 @@ from .incremental import DEFAULT_BLOCK, GraphedInverse, incremental_inverse, mak
 from .made import MADE
 
 EXACT_LOOPS = ("incremental", "naive")
+CHUNK_ELEMENTS = 1 << 22  # parameters per chunk of the no-grad CPU one-pass direction
+
+
+def row_chunk(rows: int, params_per_row: int, chunk_elements: int = CHUNK_ELEMENTS) -> int:
+    """Rows per chunk so that ``rows_chunk * params_per_row <= chunk_elements`` (at least 1;
+    ``chunk_elements <= 0`` means no chunking)."""
+    if chunk_elements <= 0:
+        return rows
+    return max(1, min(rows, chunk_elements // max(1, params_per_row)))
 
 
 class MaskedAutoregressive(Transform):
@@ -39,12 +55,15 @@ class MaskedAutoregressive(Transform):
         cuda_graph: on CUDA without autograd, capture the incremental inverse in a CUDA graph
             per batch shape and replay it (removes the per-step launch overhead; keeps the
             graph's memory pool alive until the shape changes).
+        chunk_elements: on the CPU without autograd, the one-pass direction takes the rows in
+            chunks of at most this many parameters (0 = whole batch; see the module doc).
     """
 
     def __init__(self, features: int, family: ElementwiseFamily, hidden: list[int],
                  context: int = 0, residual: bool = False, dropout: float = 0.0,
                  activation: str = "relu", exact_loop: str = "incremental",
-                 block: int = DEFAULT_BLOCK, cuda_graph: bool = False) -> None:
+                 block: int = DEFAULT_BLOCK, cuda_graph: bool = False,
+                 chunk_elements: int = CHUNK_ELEMENTS) -> None:
         super().__init__()
         self.features = features
         self.family = family
@@ -53,6 +72,7 @@ class MaskedAutoregressive(Transform):
         self.exact_loop = exact_loop
         self.block = block
         self.cuda_graph = cuda_graph
+        self.chunk_elements = int(chunk_elements)
         self._plan = make_plan(self.made)
         self._graphed = GraphedInverse()
 
@@ -68,6 +88,17 @@ class MaskedAutoregressive(Transform):
         self._exact_loop = value
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x [N, D] -> (z [N, D], log|det dz/dx| [N])`` in one MADE pass."""
+        n = x.shape[0]
+        rows = row_chunk(n, self.features * self.family.num_params, self.chunk_elements)
+        if rows >= n or x.device.type != "cpu" or torch.is_grad_enabled():
+            return self._one_pass(x, context)
+        per_row = context is not None and context.shape[0] == n
+        parts = [self._one_pass(x[i:i + rows], context[i:i + rows] if per_row else context)
+                 for i in range(0, n, rows)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _one_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         params = self.made(x, context)
         z, ladj = self.family(x, params)
         return z, ladj.sum(-1)

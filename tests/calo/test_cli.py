@@ -38,6 +38,11 @@ def test_train_sample_evaluate_classify(teacher: tuple[Path, Path]) -> None:
     assert "ms per shower" in res.stdout
     with h5py.File(run / "samples.h5") as f:  # readable as CaloGAN
         assert f["energy"].shape == (200, 1) and f["layer_2"].shape == (200, 12, 6)
+        for k in ("layer_0", "layer_1", "layer_2"):  # CaloFlow's 10 keV output threshold
+            v = f[k][:]
+            assert not ((v > 0) & (v < 1e-2)).any() and (v >= 0).all()
+    res = run_flowctl(["sample", f"run={run}", "n=10", "preprocessing.threshold_mev=-1"], cwd)
+    assert res.returncode == 2 and "preprocessing.threshold_mev must be" in res.stderr
     res = run_flowctl(["evaluate", f"run={run}", "eval.n_truth=200"], cwd, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     m = json.loads((run / "metrics.json").read_text())

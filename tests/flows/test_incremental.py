@@ -206,3 +206,39 @@ def test_cuda_incremental_and_graph_equal_naive():
         x2, _ = layer.inverse(z, ctx)
     assert torch.allclose(x, x_ref, atol=1e-10) and torch.allclose(ld, ld_ref, atol=1e-9)
     assert torch.allclose(xg, x2, atol=1e-12) and not torch.allclose(x2, x)
+
+
+@pytest.mark.parametrize("context", [0, 3])
+def test_chunked_one_pass_equals_whole_batch(context):
+    """Without autograd the one-pass direction (MAF density, IAF sampling) takes the rows in
+    chunks on the CPU; the result must not depend on the chunk size, and with autograd the
+    batch is taken whole (gradients reach every row)."""
+    layer = _layer(6, [24, 24], "rqs", context=context, chunk_elements=6 * RQS(5).num_params * 7)
+    x, ctx = _inputs(50, 6, context, "rqs", torch.float64)
+    whole = MaskedAutoregressive(6, _family("rqs"), [24, 24], context=context,
+                                 activation="tanh", chunk_elements=0).to(torch.float64).eval()
+    whole.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        z, ladj = layer(x, ctx)  # 8 chunks of <= 7 rows
+        z0, ladj0 = whole(x, ctx)
+    torch.testing.assert_close(z, z0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ladj, ladj0, rtol=0, atol=1e-12)
+    if context:  # one context row broadcast to the whole batch
+        with torch.no_grad():
+            z1, _ = layer(x, ctx[:1])
+            z2, _ = whole(x, ctx[:1].expand(50, -1))
+        torch.testing.assert_close(z1, z2, rtol=0, atol=1e-12)
+    xg = x.clone().requires_grad_(True)
+    zg, lg = layer(xg, ctx)
+    (zg.sum() + lg.sum()).backward()
+    torch.testing.assert_close(zg.detach(), z0, rtol=0, atol=1e-12)
+    assert bool((xg.grad != 0).all(dim=1).all())
+
+
+def test_row_chunk_bounds():
+    from flowctl.flows.autoregressive import row_chunk
+
+    assert row_chunk(10_000, 504 * 25, 1 << 22) == (1 << 22) // (504 * 25)
+    assert row_chunk(10_000, 504 * 25, 0) == 10_000
+    assert row_chunk(10, 1 << 30, 1 << 22) == 1
+    assert row_chunk(10, 2, 1 << 22) == 10
