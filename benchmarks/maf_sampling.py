@@ -7,8 +7,9 @@ inverse computes each hidden unit once, in degree order; the ``naive`` inverse a
 
 Measured in one interleaved run (every contender once per repetition, rotating order):
 
-1. full flow, batch ``--batch`` (10 000): flowctl incremental sampling and one forward pass
-   (log_prob) of the same flow: the "within 20x of one forward pass" ratio;
+1. full flow, batch ``--batch`` (10 000): flowctl incremental sampling, one forward pass
+   (log_prob) of the same flow (the "within 20x of one forward pass" ratio), and sampling the
+   IAF of the same size (CaloFlow's student: teacher/student ratio at the same hidden size);
 2. the D-pass contenders are ~1 s per sample: they run ``--slow-batch`` (10) samples on a flow
    of ``--slow-transforms`` transforms (CPU default 1: the cost is linear in the number of
    transforms; per-sample figures are scaled to 8 transforms and marked so), against flowctl
@@ -201,8 +202,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # 1. full flow at the big batch: incremental sampling vs one forward pass
     with torch.no_grad():  # data for the forward pass: samples of the flow itself
         x_eval = maf.sample(batch)
+    iaf = flowctl_flow("iaf", TRANSFORMS, device)  # the student: same layers, other way round
     fns = {"incremental": no_grad(partial(maf.sample, batch)),
-           "forward": no_grad(partial(maf.log_prob, x_eval))}
+           "forward": no_grad(partial(maf.log_prob, x_eval)),
+           "IAF sample": no_grad(partial(iaf.sample, batch))}
     if cuda:
         graphed = flowctl_flow("maf", TRANSFORMS, device)
         set_loop(graphed, "incremental", cuda_graph=True)
@@ -211,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           flush=True)
     wb = batch if cuda else 64  # a graph is captured per batch shape
     warm = {"incremental": no_grad(partial(maf.sample, wb)),
-            "forward": no_grad(partial(maf.log_prob, x_eval[:wb]))}
+            "forward": no_grad(partial(maf.log_prob, x_eval[:wb])),
+            "IAF sample": no_grad(partial(iaf.sample, wb))}
     if cuda:
         warm["incremental+graph"] = no_grad(partial(graphed.sample, wb))
     timed(warm, 0, 1, sync)
@@ -219,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["full_flow"] = {"batch": batch, "median_s": t_big}
     fwd = t_big["forward"]
     for k, v in t_big.items():
-        rows.append([f"MAF {k}", f"{batch}", format_seconds(v), f"{v / batch * 1e3:.3f}",
+        rows.append([k if k.startswith("IAF") else f"MAF {k}", f"{batch}", format_seconds(v),
+                     f"{v / batch * 1e3:.3f}",
                      f"{v / fwd:.2f}x forward"])
     if cuda:  # the graph replays the same computation
         with torch.no_grad():
@@ -255,7 +260,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"{v / per_big:.0f}x incr@{batch}")])
 
     # 3. IAF density
-    iaf = flowctl_flow("iaf", TRANSFORMS, device)
     iaf_slow = flowctl_flow("iaf", slow_t, device)
     iaf_naive = flowctl_flow("iaf", slow_t, device)
     set_loop(iaf_naive, "naive")
@@ -283,6 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(format_table(["contender", "batch", "median time", "ms / sample (8 tr.)", "ratio"],
                        rows))
+    per_student = t_big["IAF sample"] / batch
     summary = {
         "sampling_per_sample_ms": {"incremental@batch": per_big * 1e3,
                                    **{f"{k}@{sb}": v * 1e3 for k, v in per_sample_small.items()}},
@@ -294,6 +299,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "iaf_speedup_vs_naive@small_batch": per_iaf[f"naive@{sb}"] / per_iaf[f"incremental@{sb}"],
         "iaf_speedup_vs_naive@small_vs_incremental@batch": per_iaf[f"naive@{sb}"]
         / per_iaf["incremental"],
+        # CaloFlow's teacher/student sampling ratio at the same size (ref. figure ~300x for a
+        # D-pass teacher): against flowctl's incremental teacher, the naive and the peers' MAF
+        "student_ms_per_sample@batch": per_student * 1e3,
+        "teacher_incremental_vs_student@batch": per_big / per_student,
+        **{f"teacher_{k}@{sb}_vs_student@batch": per_sample_small[k] / per_student
+           for k in ("naive", *peers)},
     }
     if "incremental+graph" in t_big:
         summary["graph_speedup"] = t_big["incremental"] / t_big["incremental+graph"]
