@@ -157,11 +157,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="repetitions at --batch (default: 1 on CPU, where one takes minutes)")
     ap.add_argument("--quick", action="store_true", help="small batches, one repetition")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if not cuda:
-        torch.set_num_threads(2)
+        torch.set_num_threads(args.threads)
     batch = args.batch or (1000 if args.quick else 10_000)
     iaf_batch = args.iaf_batch or (256 if args.quick else 1024)
     slow_t = args.slow_transforms or (TRANSFORMS if cuda else 1)
