@@ -8,6 +8,8 @@ incremental inversion in :mod:`flowctl.flows.autoregressive` relies on this).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,8 +31,35 @@ def hidden_degrees(width: int, features: int) -> Tensor:
     return torch.arange(width) * top // width + 1
 
 
+SKIP_BLOCKS = 8  # row blocks of the zero-skipping product (see MaskedLinear)
+
+
+def prefix_blocks(in_degrees: Tensor, out_degrees: Tensor, strict: bool,
+                  blocks: int = SKIP_BLOCKS) -> tuple[tuple[int, int, int], ...]:
+    """``(row_start, row_end, cols)`` for ``blocks`` contiguous row blocks of a mask whose rows
+    and columns are sorted by degree: rows ``row_start:row_end`` read only the first ``cols``
+    inputs. Empty if the degrees are not sorted (then there is nothing to skip safely)."""
+    out_d, in_d = out_degrees.cpu(), in_degrees.cpu()
+    if bool((out_d[1:] < out_d[:-1]).any()) or bool((in_d[1:] < in_d[:-1]).any()):
+        return ()
+    rows = len(out_d)
+    edges = sorted({rows * j // blocks for j in range(blocks + 1)})
+    out = []
+    for r0, r1 in itertools.pairwise(edges):
+        top = out_d[r1 - 1]
+        cols = int((in_d < top).sum() if strict else (in_d <= top).sum())
+        out.append((r0, r1, cols))
+    return tuple(out)
+
+
 class MaskedLinear(nn.Linear):
-    """``nn.Linear`` whose weight is multiplied by a fixed 0/1 mask ``[out, in]``."""
+    """``nn.Linear`` whose weight is multiplied by a fixed 0/1 mask ``[out, in]``.
+
+    With degree-sorted units the mask is block lower-triangular. Without autograd on the CPU
+    the product skips the all-zero blocks (each of ``SKIP_BLOCKS`` row blocks reads only the
+    input prefix it can see: about 56 % of the dense multiply-adds); with autograd, or on a GPU,
+    it is one dense product.
+    """
 
     def __init__(self, in_degrees: Tensor, out_degrees: Tensor, strict: bool) -> None:
         super().__init__(len(in_degrees), len(out_degrees))
@@ -41,9 +70,15 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask.to(self.weight.dtype))
         self.register_buffer("in_degrees", in_degrees.clone())
         self.register_buffer("out_degrees", out_degrees.clone())
+        self.blocks = prefix_blocks(in_degrees, out_degrees, strict)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        w = self.weight * self.mask
+        if (len(self.blocks) < 2 or torch.is_grad_enabled() or x.device.type != "cpu"
+                or x.dim() != 2):
+            return F.linear(x, w, self.bias)
+        return torch.cat([F.linear(x[:, :c], w[r0:r1, :c], self.bias[r0:r1])
+                          for r0, r1, c in self.blocks], dim=1)
 
 
 class MADE(nn.Module):

@@ -242,3 +242,29 @@ def test_row_chunk_bounds():
     assert row_chunk(10_000, 504 * 25, 0) == 10_000
     assert row_chunk(10, 1 << 30, 1 << 22) == 1
     assert row_chunk(10, 2, 1 << 22) == 10
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_zero_skipping_masked_product_equals_dense(residual):
+    """Without autograd MaskedLinear multiplies only the blocks its mask can reach; every
+    skipped column block must be all zero in the mask, and the result equal the dense one."""
+    from flowctl.flows.made import MADE, MaskedLinear
+
+    torch.manual_seed(0)
+    made = MADE(37, 4, [50, 50] if residual else [50, 23], context=2, residual=residual)
+    for p in made.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    made = made.to(torch.float64).eval()
+    layers = [m for m in made.modules() if isinstance(m, MaskedLinear)]
+    for layer in layers:
+        assert len(layer.blocks) == 8
+        assert layer.blocks[0][0] == 0 and layer.blocks[-1][1] == layer.out_features
+        for r0, r1, c in layer.blocks:
+            assert not bool(layer.mask[r0:r1, c:].any())
+        assert sum((r1 - r0) * c for r0, r1, c in layer.blocks) < layer.mask.numel()
+    x = torch.randn(9, 37, dtype=torch.float64)
+    ctx = torch.randn(9, 2, dtype=torch.float64)
+    dense = made(x, ctx)  # autograd on: one dense product
+    with torch.no_grad():
+        skipped = made(x, ctx)
+    torch.testing.assert_close(skipped, dense.detach(), rtol=0, atol=1e-12)
