@@ -342,13 +342,13 @@ def _energy_to_context(flow1: torch.nn.Module, e_inc: torch.Tensor
 
 def _threshold(cfg: dict[str, Any]) -> float:
     """Voxel threshold in MeV (``preprocessing.threshold_mev``; CaloFlow's 10 keV)."""
-    thr = (cfg.get("preprocessing") or {}).get("threshold_mev", 1e-2)
+    raw = (cfg.get("preprocessing") or {}).get("threshold_mev", 1e-2)
     try:
-        thr = float(thr)
+        thr = float(raw)
     except (TypeError, ValueError):
         thr = float("nan")
     if not np.isfinite(thr) or thr < 0:
-        raise UserError(f"preprocessing.threshold_mev must be a number >= 0 (MeV), got {thr!r}")
+        raise UserError(f"preprocessing.threshold_mev must be a number >= 0 (MeV), got {raw!r}")
     return thr
 
 
@@ -459,13 +459,13 @@ def _auc_runs(cfg: dict[str, Any], truth: Showers, gen: Showers
 
     ccfg = _classifier_cfg(cfg)
     variants = (cfg.get("classifier") or {}).get("variants") or ["unnormalized", "normalized"]
+    thr = _threshold(cfg)
     nums, results = {}, {}
     for var in variants:
         if var not in ("unnormalized", "normalized"):
             raise UserError(f"classifier.variants: unknown {var!r} "
                             "(unnormalized | normalized)")
         norm = var == "normalized"
-        thr = _threshold(cfg)
         xg = classifier_inputs(gen.energy, gen.voxels, gen.layer_shapes, norm, thr)
         xt = classifier_inputs(truth.energy, truth.voxels, truth.layer_shapes, norm, thr)
         try:
