@@ -14,7 +14,7 @@ The inverse is exact either way; ``exact_loop`` chooses how it is computed:
   dropout, where each pass draws its own dropout masks).
 
 The one-pass direction (MAF density, IAF sampling) makes a ``[N, D, P]`` parameter tensor and
-runs the element-wise map over it; for CaloFlow's 504 voxels and a spline that is ~12 600
+runs the element-wise map over it; for CaloFlow's 504 voxels and a spline that is ~11 600
 floats per row, 0.5 GB at N = 10 000. Without autograd on the CPU the rows are therefore taken
 in chunks of at most ``chunk_elements`` parameters (``row_chunk`` below), so every temporary
 stays cache-sized: the same numbers, about 2.4x faster for the CaloFlow student at batch
