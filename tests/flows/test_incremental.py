@@ -212,7 +212,7 @@ def test_cuda_incremental_and_graph_equal_naive():
 def test_chunked_one_pass_equals_whole_batch(context):
     """Without autograd the one-pass direction (MAF density, IAF sampling) takes the rows in
     chunks on the CPU; the result must not depend on the chunk size, and with autograd the
-    batch is taken whole (gradients reach every row)."""
+    values are the same and gradients reach every row."""
     layer = _layer(6, [24, 24], "rqs", context=context, chunk_elements=6 * RQS(5).num_params * 7)
     x, ctx = _inputs(50, 6, context, "rqs", torch.float64)
     whole = MaskedAutoregressive(6, _family("rqs"), [24, 24], context=context,
@@ -268,3 +268,10 @@ def test_zero_skipping_masked_product_equals_dense(residual):
     with torch.no_grad():
         skipped = made(x, ctx)
     torch.testing.assert_close(skipped, dense.detach(), rtol=0, atol=1e-12)
+    # the skipped blocks are really skipped: NaN weights there poison only the dense product
+    out = made.output_layer
+    with torch.no_grad():
+        for r0, r1, c in out.blocks:
+            out.weight[r0:r1, c:] = float("nan")
+        assert bool(made(x, ctx).isfinite().all())
+    assert not bool(made(x, ctx).isfinite().all())
