@@ -73,11 +73,11 @@ class MaskedLinear(nn.Linear):
         self.blocks = prefix_blocks(in_degrees, out_degrees, strict)
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight * self.mask
         if (len(self.blocks) < 2 or torch.is_grad_enabled() or x.device.type != "cpu"
                 or x.dim() != 2):
-            return F.linear(x, w, self.bias)
-        return torch.cat([F.linear(x[:, :c], w[r0:r1, :c], self.bias[r0:r1])
+            return F.linear(x, self.weight * self.mask, self.bias)
+        w, m = self.weight, self.mask  # mask only the blocks that are multiplied
+        return torch.cat([F.linear(x[:, :c], w[r0:r1, :c] * m[r0:r1, :c], self.bias[r0:r1])
                           for r0, r1, c in self.blocks], dim=1)
 
 
