@@ -19,7 +19,8 @@ from .autoregressive import MaskedAutoregressive, iaf_layer
 from .core import Chain, Flow, Transform
 from .coupling import Coupling, alternating_masks, binary_masks
 from .distributions import make_base
-from .elementwise import make_family
+from .elementwise import ElementwiseFamily, make_family
+from .monotonic import Sigmoidal
 from .normalization import make_norm
 from .permutations import Permutation, make_permutations
 from .preprocessing import make_preprocessing
@@ -32,8 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "context": 0,            # C (0 = unconditional)
     "transforms": 5,         # number of coupling / autoregressive layers
     "hidden": [64, 64],      # conditioner widths
-    "transform": "rqs",      # affine | rqs
+    "transform": "rqs",      # affine | rqs | naf
     "bins": 8,               # spline bins K
+    "sigmoids": 8,           # naf: sigmoid units per element-wise map
     "tail_bound": 3.0,       # spline box [-B, B] (identity outside)
     "dropout": 0.0,
     "residual": False,       # residual blocks in the conditioner
@@ -113,7 +115,7 @@ def build(spec: Mapping[str, Any]) -> Flow:
         norm = make_norm(s["norm"], d)
         if norm is not None:
             layers.append(norm)
-        family = make_family(s["transform"], int(s["bins"]), float(s["tail_bound"]), domain)
+        family = _family(s, domain)
         if kind == "coupling":
             layers.append(Coupling(masks[i], family, **common))
         elif kind == "maf":
@@ -121,6 +123,17 @@ def build(spec: Mapping[str, Any]) -> Flow:
         else:
             layers.append(iaf_layer(d, family, exact_loop=s["exact_loop"], **common))
     return Flow(Chain(layers), make_base(base, d), features=d, context=c)
+
+
+def _family(s: Mapping[str, Any], domain: str) -> ElementwiseFamily:
+    if s["transform"] == "naf":
+        if domain != "real":
+            raise ValueError("transform 'naf' maps R onto R; domain 'unit' needs 'rqs'")
+        return Sigmoidal(_int(s, "sigmoids", 1))
+    if s["transform"] not in ("affine", "rqs"):
+        raise ValueError(f"unknown transform {s['transform']!r}; "
+                         "expected 'affine', 'rqs' or 'naf'")
+    return make_family(s["transform"], int(s["bins"]), float(s["tail_bound"]), domain)
 
 
 def _check_coverage(masks: list, perms: list, d: int) -> None:
