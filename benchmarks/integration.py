@@ -88,16 +88,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from flowctl.apps.integration import (
-        DEFAULTS,
-        build_flow,
-        flow_spec,
-        flow_weights,
-        plain_mc,
-        run_vegas,
-        train_sampler,
-    )
+    from flowctl.apps.integration import DEFAULTS, flow_spec
+    from flowctl.flows import build as build_flow
     from flowctl.integrands import SHIPPED
+    from flowctl.integration import flow_weights, plain_mc, run_vegas, train_sampler
     from flowctl.metrics.integration import estimate, pull, unweighting_efficiency
 
     name, dim, params = WORKLOADS[job["workload"]]
@@ -242,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if v not in VARIANTS:
             ap.error(f"unknown variant {v!r}; available: {', '.join(VARIANTS)}")
     if not args.no_peers:
-        from flowctl.apps.integration import vegas_available
+        from flowctl.integration import vegas_available
 
         methods += ["vegas", "plain"] if vegas_available() else ["plain"]
         if not vegas_available():

@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from flowctl.apps.integration import (
-    DEFAULTS,
+from flowctl.apps.integration import DEFAULTS, flow_spec
+from flowctl.flows import build as build_flow
+from flowctl.integrands import SHIPPED
+from flowctl.integration import (
     LOSSES,
     Buffer,
-    build_flow,
     exponential_loss,
-    flow_spec,
     flow_weights,
     kl_loss,
     train_sampler,
     variance_loss,
 )
-from flowctl.integrands import SHIPPED
 from flowctl.metrics.integration import estimate
 
 

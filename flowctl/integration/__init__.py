@@ -1,0 +1,41 @@
+"""Neural importance sampling machinery for ``flowctl integrate`` (no Hydra, no files of runs).
+
+Modules: ``losses`` (KL, variance, i-flow exponential), ``buffer`` (reused training points),
+``trainer`` (the NIS training loop), ``grid`` (a VEGAS grid under the flow), ``sampler``
+(grid + flow, multi-channel mixtures, :func:`train_nis`), ``sampling`` (fresh-point weights,
+plain MC, the run-wide non-finite count), ``diagnostics`` (ESS, max weight share, error of the
+error, Pareto k; ``reliable``), ``vegas`` (the VEGAS peer), ``madnis`` (the MadNIS peer of the
+benchmark). ``flowctl.apps.integration`` wires them to configs and run directories.
+"""
+
+from flowctl.integration.buffer import Buffer
+from flowctl.integration.diagnostics import THRESHOLDS, Reliability, diagnose, pareto_k
+from flowctl.integration.errors import IntegrationError, NonFiniteError
+from flowctl.integration.grid import GridMap, OnGrid, adapt_grid
+from flowctl.integration.losses import LOSSES, exponential_loss, kl_loss, variance_loss
+from flowctl.integration.sampler import (
+    GridFlow,
+    Mixture,
+    TrainReport,
+    build_sampler,
+    channel_centres,
+    train_nis,
+)
+from flowctl.integration.sampling import Guarded, NonFinite, flow_weights, plain_mc
+from flowctl.integration.trainer import (
+    FORMAT,
+    TRAINER_DEFAULTS,
+    NISResult,
+    check_trainer,
+    train_sampler,
+)
+from flowctl.integration.vegas import run_vegas, vegas_available, vegas_weights
+
+__all__ = [
+    "FORMAT", "LOSSES", "THRESHOLDS", "TRAINER_DEFAULTS", "Buffer", "GridFlow", "GridMap",
+    "Guarded", "IntegrationError", "Mixture", "NISResult", "NonFinite", "NonFiniteError",
+    "OnGrid", "Reliability", "TrainReport", "adapt_grid", "build_sampler", "channel_centres",
+    "check_trainer", "diagnose", "exponential_loss", "flow_weights", "kl_loss", "pareto_k",
+    "plain_mc", "run_vegas", "train_nis", "train_sampler", "variance_loss", "vegas_available",
+    "vegas_weights",
+]
