@@ -42,6 +42,9 @@ WORKLOADS: dict[str, tuple[str, int, dict[str, Any]]] = {
     "gauss16": ("gauss", 16, {}),
     "poly18": ("polynomial", 18, {}),
     "ee_qqg": ("ee_qqg", 2, {}),
+    "ridge4": ("ridge", 4, {}),
+    "ridge6": ("ridge", 6, {}),
+    "ridge8": ("ridge", 8, {}),
 }
 
 # flowctl settings: "shipped" = the trainer and flow sections of configs/integrate_<name>.yaml
@@ -54,6 +57,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
                      "buffered_steps": 30, "lr": 3e-3},
     "kl": {"loss": "kl", "batch": 1000, "buffer": 100000, "buffered_steps": 10, "lr": 3e-3},
     "kl-noreuse": {"loss": "kl", "batch": 1000, "buffer": 0, "buffered_steps": 0, "lr": 1e-3},
+    "plainflow": {"grid": False, "channels": "none"},
+    "grid": {"grid": True},
+    "nogrid": {"grid": False},
+    "onechannel": {"channels": "none"},
 }
 
 
@@ -91,7 +98,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from flowctl.apps.integration import DEFAULTS, flow_spec
     from flowctl.flows import build as build_flow
     from flowctl.integrands import SHIPPED
-    from flowctl.integration import flow_weights, plain_mc, run_vegas, train_sampler
+    from flowctl.integration import diagnose, flow_weights, plain_mc, run_vegas, train_nis
     from flowctl.metrics.integration import estimate, pull, unweighting_efficiency
 
     name, dim, params = WORKLOADS[job["workload"]]
@@ -111,31 +118,51 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         w, x = v.pop("weights"), v.pop("points")
         row.update(integral=v["integral"], error=v["error"], rel_std=v["rel_std"],
                    calls=v["calls"], Q=v["Q"], chi2_dof=v["chi2_dof"])
+    elif method == "madnis":
+        from flowctl.integration.madnis import run_madnis
+
+        m = run_madnis(ig, dim, calls - job["est_calls"], job["est_calls"], seed)
+        w, x = m["weights"], m["points"]
+        e = estimate(w)
+        row.update(integral=e.integral, error=e.error, rel_std=e.rel_std, calls=m["calls"],
+                   steps=m["steps"], train_s=round(m["train_s"], 1),
+                   settings={"madnis": "1.0.0 defaults (KL loss, batch 1024, lr 1e-3)"})
     else:
         torch.manual_seed(seed)
         shipped = shipped_settings(name)
         fl = {**shipped["flow"], **(job.get("flow") or {})}
         spec = flow_spec({"flow": fl}, dim)
-        flow = build_flow(spec)
         tr = {**DEFAULTS["trainer"], **shipped["trainer"], **VARIANTS[method],
               **(job.get("trainer") or {}), "calls": calls - job["est_calls"],
               "log_every": 10**9, "device": "cpu"}
-        res = train_sampler(flow, ig, tr, seed=seed, verbose=False)
+        res = train_nis(lambda: build_flow(spec), ig, dim, tr, integrand=ig, seed=seed,
+                        verbose=False)
         torch.manual_seed(seed + 1)
-        w, x = flow_weights(flow, ig, job["est_calls"], keep_x=True)
+        w, x = flow_weights(res.sampler, ig, job["est_calls"], keep_x=True)
         e = estimate(w)
         row.update(integral=e.integral, error=e.error, rel_std=e.rel_std,
                    calls=res.calls + job["est_calls"], steps=res.steps,
+                   grid_calls=res.grid_calls, channels=res.channels,
                    train_s=round(res.wall_s, 1),
                    settings={"trainer": {k: v for k, v in tr.items() if k in (
                        "loss", "calls", "batch", "buffer", "buffered_steps", "buffer_batch",
-                       "lr", "min_lr", "schedule", "grad_clip")},
+                       "lr", "min_lr", "schedule", "grad_clip", "grid", "grid_calls",
+                       "grid_bins", "channels")},
                        "flow": {k: spec[k] for k in ("transforms", "hidden", "bins")}})
-    row["pull"] = pull(row["integral"], row["error"], ig.exact)
+    row["pull"] = pull(row["integral"], row["error"], ig.exact, ig.exact_error)
     row["unweighting"] = unweighting_efficiency(w, 1000, seed=seed).efficiency
     if ig.modes and x is not None:
-        # flowctl: its fresh estimate points; VEGAS: extra points of its final map
+        # flowctl/MadNIS: their fresh estimate points; VEGAS: extra points of its final map
         row["modes"] = _census(ig, x, w)
+    if method not in ("vegas",):
+        d = diagnose(w, extra=[] if not row.get("modes") or row["modes"]["all_found"]
+                     else ["missed peak"])
+        row.update(reliable=d.reliable, reason="; ".join(d.reasons) or None,
+                   pareto_k=d.pareto_k, ess_fraction=d.ess_fraction,
+                   max_weight_share=d.max_weight_share, error_of_error=d.error_of_error)
+    else:
+        row["reliable"] = row["Q"] >= 0.05 and (not row.get("modes")
+                                                or row["modes"]["all_found"])
     row["wall_s"] = round(time.perf_counter() - t0, 1)
     print(f"done {row['workload']:<8} {method:<13} seed {seed}: rel.std/pt "
           f"{row['rel_std']:.4g}, pull {row['pull']:+.2f}, {row['wall_s']} s", flush=True)
@@ -147,9 +174,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     vegas = {(r["workload"], r["seed"]): r["rel_std"] for r in rows if r["method"] == "vegas"}
     head = (f"{'workload':<8} {'method':<13} {'seed':>4} {'integral ± error':>26} "
             f"{'pull':>8} {'rel.std/pt':>10} {'VEGAS/this':>10} {'unw.eff':>8} "
-            f"{'modes in core':>14} {'calls':>7} {'wall s':>7}")
+            f"{'modes in core':>14} {'calls':>7} {'wall s':>7} {'reliable':>8}")
     out = [head, "-" * len(head)]
-    order = {"flowctl": 0, "vegas": 2, "plain": 3}
+    order = {"flowctl": 0, "madnis": 2, "vegas": 3, "plain": 4}
     for r in sorted(rows, key=lambda r: (list(WORKLOADS).index(r["workload"]),
                                          order.get(r["method"], 1), r["method"], r["seed"])):
         ratio = vegas.get((r["workload"], r["seed"]))
@@ -162,7 +189,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['integral']:>13.7g} ± {r['error']:<10.3g} {r['pull']:>+8.2f} "
             f"{r['rel_std']:>10.4g} {ratio_s:>10} {100 * r['unweighting']:>7.2f}% "
             f"{modes:>14} {r['calls']:>7} "
-            f"{r['wall_s']:>7}")
+            f"{r['wall_s']:>7} {('-' if r.get('reliable') is None else ('yes' if r['reliable'] else 'NO')):>8}")
     return "\n".join(out)
 
 
@@ -172,7 +199,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     modes."""
     out = []
     keys = sorted({(r["workload"], r["method"]) for r in rows},
-                  key=lambda k: (list(WORKLOADS).index(k[0]), k[1] in ("vegas", "plain"), k[1]))
+                  key=lambda k: (list(WORKLOADS).index(k[0]), k[1] in ("madnis", "vegas", "plain"), k[1]))
     for wl, method in keys:
         rs = [r for r in rows if r["workload"] == wl and r["method"] == method]
         vs = [r["rel_std"] for r in rows if r["workload"] == wl and r["method"] == "vegas"]
@@ -185,6 +212,8 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "abs_pull_max": float(np.max([abs(r["pull"]) for r in rs])),
             "vegas_over_this": float(np.mean(vs) / np.mean(rel)) if vs else None,
             "wall_s_mean": float(np.mean([r["wall_s"] for r in rs])),
+            "seeds_within_3sigma": sum(abs(r["pull"]) <= 3 for r in rs),
+            "seeds_flagged_unreliable": sum(r.get("reliable") is False for r in rs),
             "calls": rs[0]["calls"]}
         if all("modes" in r for r in rs):
             item["seeds_all_modes_found"] = sum(r["modes"]["all_found"] for r in rs)
@@ -195,7 +224,8 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summary_table(items: list[dict[str, Any]]) -> str:
     head = (f"{'workload':<8} {'method':<13} {'seeds':>5} {'rel.std/pt mean [min, max]':>28} "
-            f"{'VEGAS/this':>10} {'|pull| mean/max':>16} {'all modes':>9} {'wall s':>7}")
+            f"{'VEGAS/this':>10} {'|pull| mean/max':>16} {'<=3sig':>6} {'all modes':>9} "
+            f"{'flagged':>7} {'wall s':>7}")
     out = [head, "-" * len(head)]
     for it in items:
         ratio = it["vegas_over_this"]
@@ -205,7 +235,8 @@ def summary_table(items: list[dict[str, Any]]) -> str:
             f"{it['workload']:<8} {it['method']:<13} {len(it['seeds']):>5} "
             f"{it['rel_std_mean']:>10.4g} [{it['rel_std_min']:.4g}, {it['rel_std_max']:.4g}]"
             f"{'':>2} {(f'{ratio:.2f}x' if ratio else '-'):>10} "
-            f"{it['abs_pull_mean']:>7.2f}/{it['abs_pull_max']:<8.2f} {modes:>9} "
+            f"{it['abs_pull_mean']:>7.2f}/{it['abs_pull_max']:<8.2f} "
+            f"{it['seeds_within_3sigma']:>6} {modes:>9} {it['seeds_flagged_unreliable']:>7} "
             f"{it['wall_s_mean']:>7.1f}")
     return "\n".join(out)
 
@@ -226,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flow", type=json.loads, default=None,
                     help='flowctl flow overrides as JSON, e.g. \'{"hidden": [128, 128]}\'')
     ap.add_argument("--seed0", type=int, default=0, help="first seed")
+    ap.add_argument("--peers", default="madnis,vegas,plain",
+                    help="peers to run (those installed): madnis, vegas, plain")
     ap.add_argument("--no-peers", action="store_true", help="flowctl only")
     ap.add_argument("--out", default=None,
                     help="JSON file for the results (default results/integration-<time>.json)")
@@ -237,10 +270,16 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown variant {v!r}; available: {', '.join(VARIANTS)}")
     if not args.no_peers:
         from flowctl.integration import vegas_available
+        from flowctl.integration.madnis import madnis_available
 
-        methods += ["vegas", "plain"] if vegas_available() else ["plain"]
-        if not vegas_available():
-            print("vegas not installed (pip install flowctl[peers]): VEGAS column skipped")
+        have = {"madnis": madnis_available(), "vegas": vegas_available(), "plain": True}
+        for p in [p for p in args.peers.split(",") if p]:
+            if p not in have:
+                ap.error(f"unknown peer {p!r}; available: madnis, vegas, plain")
+            if have[p]:
+                methods.append(p)
+            else:
+                print(f"{p} not installed (pip install flowctl[peers]): its column skipped")
     jobs = [{"workload": w, "method": m, "seed": s, "calls": args.calls,
              "est_calls": args.est_calls, "threads": args.threads, "trainer": args.trainer,
              "flow": args.flow}
@@ -250,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if j["workload"] not in WORKLOADS:
             ap.error(f"unknown workload {j['workload']!r}; available: {', '.join(WORKLOADS)}")
     # seed by seed (an interrupted run has whole seeds), slowest first so the pool stays busy
-    jobs.sort(key=lambda j: (j["seed"], j["method"] in ("vegas", "plain"),
+    jobs.sort(key=lambda j: (j["seed"], j["method"] in ("madnis", "vegas", "plain"),
                              -WORKLOADS[j["workload"]][1]))
     import torch
 

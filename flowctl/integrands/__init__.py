@@ -5,6 +5,7 @@ An :class:`Integrand` wraps a vectorised function ``f(x [N, D]) -> [N]`` on ``[0
 
 * the i-flow suite (arXiv:2001.05486): ``gauss``, ``camel`` (D = 2..16, alpha = 0.2),
   ``circles`` (entangled circles, D = 2), ``annulus`` (D = 2), ``polynomial`` (any D);
+* ``ridge``: a narrow, strongly correlated Gaussian ridge inside the cube (any D >= 2);
 * physics: ``ee_qqg`` (e+e- -> q qbar g at O(alpha_s) with a y_cut on all pairs) and
   ``ee_mumu`` (e+e- -> mu+ mu- through the photon, optionally the Z).
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from flowctl.integrands.base import Integrand, IntegrandError, load_target, resolve
 from flowctl.integrands.physics import ee_mumu, ee_qqg, three_jet_rate
-from flowctl.integrands.toys import annulus, camel, circles, gauss, polynomial
+from flowctl.integrands.toys import annulus, camel, circles, gauss, polynomial, ridge
 
 SHIPPED = {
     "gauss": gauss,
@@ -25,6 +26,7 @@ SHIPPED = {
     "polynomial": polynomial,
     "ee_qqg": ee_qqg,
     "ee_mumu": ee_mumu,
+    "ridge": ridge,
 }
 """Name -> factory ``(dim, **params) -> Integrand``."""
 
@@ -41,5 +43,6 @@ __all__ = [
     "load_target",
     "polynomial",
     "resolve",
+    "ridge",
     "three_jet_rate",
 ]

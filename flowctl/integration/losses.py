@@ -35,11 +35,15 @@ def kl_loss(f_abs: Tensor, log_q_test: Tensor, log_q_sample: Tensor) -> Tensor:
 
 def variance_loss(f_abs: Tensor, log_q_test: Tensor, log_q_sample: Tensor) -> Tensor:
     """Pearson chi^2 / relative variance per point (MadNIS form): mean[(q_t/q_s)(f/q_t - mu)^2]
-    / mu^2, mu = mean(|f|/q_s); its gradient is that of the IS variance int f^2/q."""
+    / mu^2, mu = mean(|f|/q_s); its gradient is that of the IS variance int f^2/q. A batch
+    with f = 0 everywhere gives 0 (nothing to learn), not 0/0."""
     f_abs, ls, lt = f_abs.double(), log_q_sample.double(), log_q_test.double()
-    _, mu = _weights(f_abs, ls)
+    top = f_abs.max()  # the loss is scale-free: divide by max|f| so that mu^2 cannot underflow
+    f_abs = f_abs / torch.where(top > 0, top, torch.ones_like(top))
+    mu = (f_abs * torch.exp(-ls)).mean()
+    safe = torch.where(mu > 0, mu, torch.ones_like(mu))  # f = 0 on the whole batch: loss 0
     ratio = torch.exp(lt - ls)
-    return (ratio * (f_abs * torch.exp(-lt) - mu) ** 2).mean() / mu**2
+    return (ratio * (f_abs * torch.exp(-lt) - mu) ** 2).mean() / safe**2
 
 
 def exponential_loss(f_abs: Tensor, log_q_test: Tensor, log_q_sample: Tensor) -> Tensor:
