@@ -9,6 +9,7 @@ reported as one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -198,6 +199,7 @@ class Invocation:
     config: str | None = None
     run: str | None = None
     run_dir: str | None = None
+    out: str | None = None
     config_dir: str | None = None
     multirun: bool = False
     show_only: bool = False  # --cfg / --info / --hydra-help: Hydra prints and exits
@@ -243,6 +245,8 @@ def parse_argv(argv: Sequence[str]) -> Invocation:
             inv.run = val
         elif flag == "run_dir" and eq:
             inv.run_dir = val
+        elif flag == "out" and eq:
+            inv.out = val
         else:
             if not eq and not a.startswith("~"):
                 raise CLIError(f"argument {a!r} is not of the form key=value; see `{PROG} --help`")
@@ -266,15 +270,26 @@ def _runs_of(config: str, root: Path = Path("outputs")) -> list[Path]:
     return runs
 
 
-def newest_run(config: str) -> Path:
-    """The most recently trained run of ``config`` under ``outputs/<config>/``."""
+def newest_run(config: str, complete_only: bool = True) -> Path:
+    """The most recently trained run of ``config`` under ``outputs/<config>/``.
+
+    Only runs whose training finished (``RUN/.complete``) count, so a failed or interrupted
+    run never shadows an older good one; ``complete_only=False`` (resume) takes any run.
+    """
+    from flowctl.rundir import is_complete
+
     runs = _runs_of(config)
-    if not runs:
+    done = [r for r in runs if is_complete(r)] if complete_only else runs
+    if not done:
+        extra = ""
+        if runs:
+            extra = (f" ({len(runs)} unfinished run(s) there: failed or interrupted; resume one "
+                     f"with trainer.resume=true run_dir=PATH or pass run=PATH)")
         raise CLIError(
-            f"no run of config {config!r} under {Path('outputs') / config}; train one with "
-            f"`{PROG} train config={config}` or pass run=PATH"
+            f"no finished run of config {config!r} under {Path('outputs') / config}{extra}; "
+            f"train one with `{PROG} train config={config}` or pass run=PATH"
         )
-    return max(runs, key=lambda p: (p / "config.yaml").stat().st_mtime)
+    return max(done, key=lambda p: (p / "config.yaml").stat().st_mtime)
 
 
 def default_run_dir(config: str) -> str:
@@ -493,6 +508,39 @@ def _check_complete(cfg: Any, inv: Invocation) -> None:
         raise CLIError(f"config error: {str(exc).strip().splitlines()[0]}") from None
 
 
+_COUNT_RE = re.compile(r"^(n|seed|num_.+|n_.+|.+_n)$")
+
+
+def check_config_values(body: dict[str, Any], prefix: str = "") -> None:
+    """Range checks that hold for every app, before any work: every number finite; counts
+    (``n``, ``n_*``, ``*_n``, ``num_*``, ``seed``) non-negative integers; the known keys of every
+    ``trainer``/``*_trainer`` group as the trainer defines them. Raises CLIError naming the key."""
+    import math
+
+    from flowctl.training import ConfigError, check_values
+
+    for key, value in body.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if key == "trainer" or str(key).endswith("_trainer"):
+                try:
+                    check_values(value, prefix=name)
+                except ConfigError as exc:
+                    raise CLIError(str(exc)) from None
+            check_config_values(value, name + ".")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise CLIError(f"invalid config: {name}[{i}]={v!r} is not a finite number")
+                if isinstance(v, dict):
+                    check_config_values(v, f"{name}[{i}].")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise CLIError(f"invalid config: {name}={value!r} is not a finite number")
+        elif (isinstance(value, int) and not isinstance(value, bool) and value < 0
+              and _COUNT_RE.match(str(key))):
+            raise CLIError(f"invalid config: {name}={value} must be >= 0 (a count)")
+
+
 # --------------------------------------------------------------------------- the Hydra task
 
 
@@ -513,6 +561,7 @@ def _run_task(job: _Job, cfg: Any) -> dict:
 
     body = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert isinstance(body, dict)
+    check_config_values(body)
     app = load_app(body.get("app"))
     commands: dict = getattr(app, "COMMANDS", {})
     if job.command not in commands:
@@ -525,10 +574,17 @@ def _run_task(job: _Job, cfg: Any) -> dict:
         import torch
 
         torch.set_num_threads(int(threads))  # small flows run faster on one CPU thread
+    from flowctl.apps.common import is_main_process
+
     if job.run is not None:
         run_dir = job.run
     else:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+    lock = _run_lock(run_dir, job.command) if is_main_process() else contextlib.nullcontext()
+    with lock:
+        if job.run is not None:
+            return commands[job.command](body, run_dir)
+        old_config = None
         if job.command == "train":
             resume = bool(body.get("trainer", {}).get("resume", False))
             if not resume and (run_dir / "checkpoints" / "last.pt").exists():
@@ -538,8 +594,37 @@ def _run_task(job: _Job, cfg: Any) -> dict:
                 )
             if resume and (run_dir / "config.yaml").exists():
                 _check_resume_compatible(run_dir, body)
-        write_config(run_dir, body)  # a new run: the directory alone describes it
-    return commands[job.command](body, run_dir)
+                old_config = (run_dir / "config.yaml").read_bytes()
+        try:
+            write_config(run_dir, body)  # a new run: the directory alone describes it
+            result = commands[job.command](body, run_dir)
+        except BaseException:
+            if old_config is not None and is_main_process():
+                from flowctl.atomic import write_bytes
+
+                write_bytes(run_dir / "config.yaml", old_config)  # a failed resume changes nothing
+            raise
+        if is_main_process():
+            from flowctl.rundir import mark_complete
+
+            mark_complete(run_dir, job.command)
+        return result
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, command: str) -> Any:
+    """The run directory's exclusive lock; a busy run becomes a one-line CLIError."""
+    from flowctl.rundir import RunBusy, run_lock
+
+    try:
+        lock = run_lock(run_dir, command)
+        lock.__enter__()
+    except RunBusy as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        yield run_dir
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _check_resume_compatible(run_dir: Path, body: dict) -> None:
@@ -574,9 +659,9 @@ def _report_and_exit(exc: BaseException) -> None:
               "dependencies (pip install . or make install)", file=sys.stderr)
         sys.exit(1)
     try:
-        from flowctl.training import TrainingError, TrainingInterrupted
+        from flowctl.training import ConfigError, TrainingError, TrainingInterrupted
     except ImportError:  # trainer not importable: fall back to generic handling
-        TrainingError = TrainingInterrupted = ()  # type: ignore[assignment,misc]
+        ConfigError = TrainingError = TrainingInterrupted = ()  # type: ignore[assignment,misc]
 
     if _debug():
         traceback.print_exc()
@@ -584,7 +669,17 @@ def _report_and_exit(exc: BaseException) -> None:
         code = int(getattr(exc, "exit_code", 143))
         print(f"{PROG}: interrupted: {exc}", file=sys.stderr)
         sys.exit(code)
-    if isinstance(exc, (CLIError, UserError, DataError)):
+    from flowctl.rundir import RunBusy, RunConfigError
+
+    if isinstance(exc, (CLIError, UserError, DataError, RunBusy, RunConfigError)):
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    from flowctl.apps.common import ResultError
+
+    if isinstance(exc, ResultError):
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if ConfigError and isinstance(exc, ConfigError):  # type: ignore[arg-type]
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     if TrainingError and isinstance(exc, TrainingError):  # type: ignore[arg-type]
@@ -599,10 +694,22 @@ def _report_and_exit(exc: BaseException) -> None:
     if isinstance(exc, KeyboardInterrupt):
         print(f"{PROG}: interrupted", file=sys.stderr)
         sys.exit(130)
+    if isinstance(exc, OSError):  # disk full, permissions, read-only file systems, ...
+        print(f"{PROG}: error: {_os_error_line(exc)}", file=sys.stderr)
+        sys.exit(1)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     print(f"{PROG}: internal error: {type(exc).__name__}: {first} "
           "(set FLOWCTL_DEBUG=1 for the traceback)", file=sys.stderr)
     sys.exit(1)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an I/O error: the path, then what the system said."""
+    what = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = exc.filename or ""
+    if exc.filename2:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {what}" if where else f"I/O error: {what}"
 
 
 def _make_task(job: _Job):
@@ -703,44 +810,102 @@ def _dispatch(argv: Sequence[str]) -> int:
     inv = parse_argv(argv)
     configs = list_configs(inv.config_dir)
 
-    run_path: Path | None = None
-    new_run = command in CONFIG_RUN_COMMANDS and inv.run is None and inv.config is not None
-    if new_run and command == "classify" and inv.config in configs \
-            and config_app(configs[inv.config], configs) in IN_RUN_CLASSIFY_APPS:
-        new_run = False
-    if command in RUN_COMMANDS and not new_run:
-        from flowctl.apps.common import UserError, check_run_dir
+    with contextlib.ExitStack() as stack:
+        run_path: Path | None = None
+        new_run = command in CONFIG_RUN_COMMANDS and inv.run is None and inv.config is not None
+        if new_run and command == "classify" and inv.config in configs \
+                and config_app(configs[inv.config], configs) in IN_RUN_CLASSIFY_APPS:
+            new_run = False
+        if command in RUN_COMMANDS and not new_run:
+            from flowctl.apps.common import UserError, check_run_dir
 
-        if inv.run is None and inv.config is None:
-            raise CLIError(f"`{command}` needs run=PATH or config=NAME (its newest run)")
-        if inv.config is not None and inv.config not in configs and inv.run is None:
-            _unknown_config(inv.config, configs)
-        if inv.run_dir is not None:
-            raise CLIError(f"`{command}` reads an existing run: use run=PATH, not run_dir=")
-        run_path = Path(inv.run) if inv.run is not None else newest_run(inv.config or "")
-        try:
-            run_path = check_run_dir(run_path, need_checkpoint=True).resolve()
-        except UserError as exc:
-            raise CLIError(str(exc)) from None
-        primary_dir, config_name = run_path, "config"
-    else:
-        if inv.run is not None:
-            raise CLIError(f"`{command}` writes a new run: use run_dir=PATH, not run=")
-        if inv.config is None:
-            names = ", ".join(configs) or "(none)"
-            raise CLIError(f"`{command}` needs config=NAME; available configs: {names}")
-        if inv.config not in configs:
-            _unknown_config(inv.config, configs)
-        primary_dir, config_name = shipped_config_dir(), inv.config
-        if inv.run_dir is None and inv.overrides and _resume_requested(inv.overrides):
-            inv.run_dir = str(newest_run(inv.config))
+            if inv.run is None and inv.config is None:
+                raise CLIError(f"`{command}` needs run=PATH or config=NAME (its newest run)")
+            if inv.config is not None and inv.config not in configs and inv.run is None:
+                _unknown_config(inv.config, configs)
+            if inv.run_dir is not None:
+                raise CLIError(f"`{command}` reads an existing run: use run=PATH, not run_dir=")
+            run_path = Path(inv.run) if inv.run is not None else newest_run(inv.config or "")
+            try:
+                run_path = check_run_dir(run_path, need_checkpoint=True).resolve()
+            except UserError as exc:
+                raise CLIError(str(exc)) from None
+            run_path, primary_dir = _run_view(stack, inv, run_path)
+            config_name = "config"
+        else:
+            if inv.run is not None:
+                raise CLIError(f"`{command}` writes a new run: use run_dir=PATH, not run=")
+            if inv.config is None:
+                names = ", ".join(configs) or "(none)"
+                raise CLIError(f"`{command}` needs config=NAME; available configs: {names}")
+            if inv.config not in configs:
+                _unknown_config(inv.config, configs)
+            if inv.out is not None:
+                raise CLIError(f"out= is for commands that read a run (sample, evaluate, ...); "
+                               f"`{command}` writes a new run: use run_dir=PATH")
+            primary_dir, config_name = shipped_config_dir(), inv.config
+            if inv.run_dir is None and inv.overrides and _resume_requested(inv.overrides):
+                inv.run_dir = str(newest_run(inv.config, complete_only=False))
+            if inv.run_dir is not None and not inv.show_only and _is_main():
+                stack.enter_context(_run_lock(Path(inv.run_dir), command))
 
-    inv.overrides = _user_overrides(inv, run_path)
-    hydra_ovr = _hydra_overrides(inv, run_path)
-    validate(inv, primary_dir, config_name, hydra_ovr)
-    job = _Job(command=command, config=inv.config, run=run_path)
-    _run_hydra(primary_dir, config_name, _hydra_argv(inv, config_name, hydra_ovr), job)
+        inv.overrides = _user_overrides(inv, run_path)
+        hydra_ovr = _hydra_overrides(inv, run_path)
+        validate(inv, primary_dir, config_name, hydra_ovr)
+        job = _Job(command=command, config=inv.config, run=run_path)
+        _run_hydra(primary_dir, config_name, _hydra_argv(inv, config_name, hydra_ovr), job)
     return 0
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _run_view(stack: contextlib.ExitStack, inv: Invocation, run_path: Path) -> tuple[Path, Path]:
+    """Where a command that reads ``run_path`` works, and the folder Hydra composes from.
+
+    The run's ``config.yaml`` is always read as plain values (:func:`sanitized_config`), never
+    composed as the user's Hydra config. With ``out=DIR``, or when the run is not writable,
+    the command works in an overlay (:func:`flowctl.rundir.overlay`) and the run is untouched;
+    otherwise it writes into the run, holding its lock.
+    """
+    import yaml
+
+    from flowctl.rundir import (
+        RunConfigError,
+        is_complete,
+        is_writable,
+        overlay,
+        sanitized_config,
+    )
+
+    if not inv.show_only and not is_complete(run_path) and inv.run is not None:
+        print(f"warning: run {run_path} did not finish (failed or interrupted); reading its "
+              "last checkpoints", file=sys.stderr)
+    try:
+        if inv.out is not None or not is_writable(run_path):
+            if inv.out is not None:
+                out = Path(inv.out)
+                print(f"{inv.command}: writing to {out} ({run_path} is left unchanged)",
+                      file=sys.stderr)
+            else:
+                out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flowctl-")))
+                print(f"warning: run directory {run_path} is not writable: results are printed "
+                      "only; pass out=DIR to keep files", file=sys.stderr)
+            view = stack.enter_context(overlay(run_path, out)).resolve()
+            if _is_main() and not inv.show_only:
+                stack.enter_context(_run_lock(view, inv.command))
+            return view, view
+        cfg = sanitized_config(run_path)
+    except RunConfigError as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(f"cannot set up out={inv.out}: {exc.strerror or exc}") from None
+    primary = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flowctl-cfg-")))
+    (primary / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if _is_main() and not inv.show_only:
+        stack.enter_context(_run_lock(run_path, inv.command))
+    return run_path, primary
 
 
 def _resume_requested(overrides: list[str]) -> bool:

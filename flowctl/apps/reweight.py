@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from flowctl.apps.common import UserError, is_main_process, update_metrics_json, write_config
 
@@ -71,7 +70,6 @@ def _weights(cfg: dict[str, Any], probs: np.ndarray) -> tuple[np.ndarray, float]
 
 def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Classifier generated (0) vs truth (1); AUC ± bootstrap, JSD; weights of the generated."""
-    import h5py
 
     from flowctl.metrics.classifier import classifier_state, config_dict, train_classifier
 
@@ -97,20 +95,15 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                                                                       / (w**2).sum() / len(w)),
         "classifier": config_dict(ccfg)}
     if is_main_process():
-        ck = run_dir / "checkpoints"
-        ck.mkdir(parents=True, exist_ok=True)
-        tmp = ck / ".best.pt.tmp"
-        torch.save({**classifier_state(res, ccfg), "format": "flowctl-classifier-1"}, tmp)
-        tmp.replace(ck / "best.pt")
-        tmp = run_dir / ".weights.h5.tmp"
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("weights", data=w)
-            f.create_dataset("probability", data=probs)
-            f.create_dataset("split", data=split_g)
-            f.create_dataset("truth_split", data=split_t)
-            f.attrs["truth"], f.attrs["generated"] = str(cfg["truth"]), str(cfg["generated"])
-            f.attrs["clipped_fraction"] = frac
-        tmp.replace(run_dir / "weights.h5")
+        from flowctl.atomic import write_h5
+        from flowctl.training import save_checkpoint
+
+        save_checkpoint({**classifier_state(res, ccfg), "format": "flowctl-classifier-1"},
+                        run_dir / "checkpoints" / "best.pt")
+        write_h5(run_dir / "weights.h5",
+                 {"weights": w, "probability": probs, "split": split_g, "truth_split": split_t},
+                 {"truth": str(cfg["truth"]), "generated": str(cfg["generated"]),
+                  "clipped_fraction": frac})
         out["weights_file"] = str(run_dir / "weights.h5")
     update_metrics_json(run_dir, {"train": out})
     if is_main_process():
@@ -154,8 +147,13 @@ def _load_predictor(run_dir: Path):
     path = find_checkpoint(run_dir)
     if path is None:
         raise UserError(f"run directory {run_dir} has no checkpoints/best.pt")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != "flowctl-classifier-1":
+    from flowctl.training import TrainingError, safe_load
+
+    try:
+        state = safe_load(path)
+    except TrainingError as exc:
+        raise UserError(str(exc)) from None
+    if not isinstance(state, dict) or state.get("format") != "flowctl-classifier-1":
         raise UserError(f"{path} is not a classifier checkpoint of `flowctl train "
                         "config=classifier`")
     return ClassifierPredictor.from_state(state)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "load_table", "split"]
+__all__ = ["DataError", "check_trainable", "load_table", "split"]
 
 
 class DataError(ValueError):
@@ -167,3 +167,22 @@ def split(x: np.ndarray, fractions: Sequence[float] = (0.8, 0.1, 0.1),
         raise DataError(f"{n} rows are too few to split as {list(fractions)}")
     tr, va, te = np.split(perm, [n_train, n_train + n_val])
     return x[tr], x[va], x[te]
+
+
+def check_trainable(x: np.ndarray, source: str, what: str = "training set",
+                    min_rows: int = 2) -> None:
+    """Refuse data a density cannot be fitted to: fewer than ``min_rows`` rows or a constant
+    column (its density is a delta: the likelihood grows without bound as the flow narrows,
+    so training "succeeds" to meaningless numbers). Raises :class:`DataError` naming it."""
+    if len(x) < min_rows:
+        raise DataError(f"{source}: the {what} has {len(x)} row(s); at least {min_rows} are needed")
+    spread = np.ptp(x, axis=0) if len(x) else np.zeros(x.shape[1])
+    const = np.flatnonzero(spread == 0)
+    if len(const):
+        shown = ", ".join(f"{int(j)} (= {float(x[0, j]):g})" for j in const[:5])
+        raise DataError(
+            f"{source}: column(s) {shown}{', ...' if len(const) > 5 else ''} of the {what} are "
+            "constant; a density on a constant column is unbounded: drop them with "
+            "data.columns=[...]"
+        )
+

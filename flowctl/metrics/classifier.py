@@ -417,14 +417,24 @@ def config_dict(cfg: ClassifierConfig) -> dict[str, Any]:
 
 def classifier_state(res: ClassifierResult, cfg: ClassifierConfig) -> dict[str, Any]:
     """Everything needed to predict again (weights, scaling, calibration knots, config), as a
-    dict of tensors/arrays/plain values for ``torch.save``."""
+    dict of tensors and plain values (``torch.load(weights_only=True)`` reads it back)."""
     assert res.model is not None
     return {"model": {k: v.detach().cpu() for k, v in res.model.state_dict().items()},
             "config": config_dict(cfg),
             "n_features": int(next(res.model.parameters()).shape[1]),
-            "mean": res.mean, "std": res.std,
+            "mean": _tensor(res.mean), "std": _tensor(res.std),
             "calibration": None if res.calibration is None else
-            {"x": res.calibration.x, "y": res.calibration.y}}
+            {"x": _tensor(res.calibration.x), "y": _tensor(res.calibration.y)}}
+
+
+def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(np.array(a, dtype=np.float64))
+
+
+def _array(t: torch.Tensor | np.ndarray | None) -> np.ndarray | None:
+    if t is None:
+        return None
+    return t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
 @dataclass
@@ -444,8 +454,9 @@ class ClassifierPredictor:
         model.load_state_dict(state["model"])
         model.eval()
         cal = state.get("calibration")
-        calib = None if cal is None else IsotonicCalibration.from_knots(cal["x"], cal["y"])
-        return cls(model, state.get("mean"), state.get("std"), calib)
+        calib = None if cal is None else IsotonicCalibration.from_knots(_array(cal["x"]),
+                                                                         _array(cal["y"]))
+        return cls(model, _array(state.get("mean")), _array(state.get("std")), calib)
 
     @torch.no_grad()
     def predict(self, x: np.ndarray, batch: int = 20000) -> np.ndarray:

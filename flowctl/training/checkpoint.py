@@ -9,17 +9,18 @@ half-written file. The content is plain data (tensors, numbers, strings, lists, 
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
+import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from flowctl.atomic import write_with
 
 from .errors import TrainingError
 
@@ -30,50 +31,15 @@ TOP_DIR = "top"
 """``checkpoints/top/``: weights of the ``keep_best`` best epochs (``epoch_NNNNN.pt``)."""
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     """Atomically write ``state`` (a checkpoint dict) to ``path``; returns the path."""
-    path = Path(path)
-    _atomic_write(path, lambda fh: torch.save(dict(state), fh))
-    return path
+    return write_with(path, lambda fh: torch.save(dict(state), fh))
 
 
 def copy_atomic(src: str | Path, dst: str | Path) -> Path:
     """Atomically copy file ``src`` to ``dst`` (e.g. ``last.pt`` → ``best.pt``)."""
-    dst = Path(dst)
     with open(src, "rb") as fin:
-        _atomic_write(dst, lambda fh: shutil.copyfileobj(fin, fh))
-    return dst
+        return write_with(dst, lambda fh: shutil.copyfileobj(fin, fh))
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -93,13 +59,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             raise TrainingError(f"no checkpoint in run directory {path} (checkpoints/*.pt)")
     if not path.is_file():
         raise TrainingError(f"checkpoint not found: {path}")
-    try:
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError:  # our own files: allow extra pickled content
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:
-        raise TrainingError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    ckpt = safe_load(path, map_location=map_location)
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise TrainingError(f"{path} is not a flowctl checkpoint (no format_version)")
     if int(ckpt["format_version"]) > CHECKPOINT_FORMAT_VERSION:
@@ -108,6 +68,34 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"understands ({CHECKPOINT_FORMAT_VERSION}); upgrade flowctl"
         )
     return ckpt
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, never code.
+
+    A file that holds anything else (a pickled object, which is what a malicious file holds)
+    is refused with :class:`TrainingError`; there is no fallback to full unpickling.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found is None:
+            raise TrainingError(
+                f"cannot read checkpoint {path}: not a file of tensors and plain data (corrupt, "
+                "truncated, or another kind of pickle, which flowctl is refusing to unpickle)"
+            ) from None
+        raise TrainingError(
+            f"refusing to load {path}: it holds a pickled {found.group(1)}, not only tensors "
+            "and plain data, and unpickling it could run code"
+        ) from None
+    except OSError as err:
+        raise TrainingError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    except Exception as err:  # noqa: BLE001 - truncated/corrupt files raise many types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise TrainingError(f"cannot read checkpoint {path}: {type(err).__name__}: "
+                            f"{first[:200]} (corrupt or not a torch file)") from None
 
 
 def to_plain(obj: Any) -> Any:

@@ -1,17 +1,18 @@
 """Defaults and validation of the ``trainer`` config group (a plain mapping).
 
 ``validate_config(cfg)`` fills in defaults and checks every key; an unknown key or a value of
-the wrong type raises :class:`TrainingError` naming the key, the value and what was expected.
+the wrong type raises :class:`ConfigError` (a :class:`TrainingError`) naming the key, the value and what was expected.
 The defaults here mirror ``configs/trainer/default.yaml`` (a test keeps them in sync).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import TrainingError
+from .errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
 OPTIMIZERS = ("adamw",)
@@ -50,7 +51,7 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _int(lo: int) -> tuple[Callable[[Any], bool], str]:
@@ -63,8 +64,8 @@ def _opt_int(lo: int) -> tuple[Callable[[Any], bool], str]:
 
 def _float(lo: float, strict: bool) -> tuple[Callable[[Any], bool], str]:
     if strict:
-        return (lambda v: _is_num(v) and v > lo), f"float > {lo:g}"
-    return (lambda v: _is_num(v) and v >= lo), f"float >= {lo:g}"
+        return (lambda v: _is_num(v) and v > lo), f"finite float > {lo:g}"
+    return (lambda v: _is_num(v) and v >= lo), f"finite float >= {lo:g}"
 
 
 def _choice(options: Sequence[str]) -> tuple[Callable[[Any], bool], str]:
@@ -97,7 +98,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
                    and list(v) == sorted(v), "ascending list of ints >= 0 (optimizer steps)"),
     "gamma": _float(0.0, strict=True),
     "min_lr": _float(0.0, strict=False),
-    "grad_clip": ((lambda v: v is None or (_is_num(v) and v > 0)), "float > 0 or null"),
+    "grad_clip": ((lambda v: v is None or (_is_num(v) and v > 0)), "finite float > 0 or null"),
     "patience": _opt_int(1),
     "seed": _int(0),
     "resume": _bool(),
@@ -113,25 +114,42 @@ _NONFINITE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _fail(key: str, value: Any, expected: str) -> TrainingError:
-    return TrainingError(
-        f"invalid trainer config: {key}={value!r} ({type(value).__name__}), expected {expected}"
-    )
+def _fail(key: str, value: Any, expected: str, prefix: str = "trainer") -> ConfigError:
+    return ConfigError(f"invalid config: {prefix}.{key}={value!r} ({type(value).__name__}), "
+                       f"expected {expected}")
+
+
+def check_values(cfg: Mapping[str, Any], prefix: str = "trainer") -> None:
+    """Check the known trainer keys present in ``cfg`` (unknown ones are left to the app).
+
+    For a CLI-level check before any work: an app may keep extra keys in its trainer group
+    (e.g. ``loss``), which :func:`validate_config` would refuse. Raises :class:`ConfigError`
+    naming ``prefix.key``, the value and what was expected.
+    """
+    for key, value in cfg.items():
+        if key == "nonfinite" and isinstance(value, Mapping):
+            for sub, sval in value.items():
+                if sub in _NONFINITE_CHECKS and not _NONFINITE_CHECKS[sub][0](sval):
+                    raise _fail(f"nonfinite.{sub}", sval, _NONFINITE_CHECKS[sub][1], prefix)
+        elif key in _CHECKS:
+            check, expected = _CHECKS[key]
+            if not check(value):
+                raise _fail(key, value, expected, prefix)
 
 
 def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """Return a plain dict of all trainer keys: ``cfg`` on top of :data:`DEFAULTS`, checked.
 
-    Raises :class:`TrainingError` on an unknown key or a value of the wrong type/range.
+    Raises :class:`ConfigError` on an unknown key or a value of the wrong type/range.
     """
     if cfg is None:
         cfg = {}
     if not isinstance(cfg, Mapping):
-        raise TrainingError(f"invalid trainer config: expected a mapping, got {type(cfg).__name__}")
+        raise ConfigError(f"invalid trainer config: expected a mapping, got {type(cfg).__name__}")
     out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
     for key, value in cfg.items():
         if key not in DEFAULTS:
-            raise TrainingError(
+            raise ConfigError(
                 f"invalid trainer config: unknown key {key!r} (value {value!r}); "
                 f"known keys: {', '.join(DEFAULTS)}"
             )
@@ -141,7 +159,7 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
             nf = dict(DEFAULTS["nonfinite"])
             for sub, sval in value.items():
                 if sub not in _NONFINITE_CHECKS:
-                    raise TrainingError(
+                    raise ConfigError(
                         f"invalid trainer config: unknown key 'nonfinite.{sub}' (value {sval!r}); "
                         f"known keys: {', '.join(_NONFINITE_CHECKS)}"
                     )
@@ -156,7 +174,7 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
             raise _fail(key, value, expected)
         out[key] = list(value) if _seq(value) else value
     if out["epochs"] is None and out["max_steps"] is None:
-        raise TrainingError("invalid trainer config: epochs and max_steps are both null; set one")
+        raise ConfigError("invalid trainer config: epochs and max_steps are both null; set one")
     for key in ("lr", "weight_decay", "gamma", "min_lr"):
         out[key] = float(out[key])
     out["betas"] = [float(b) for b in out["betas"]]

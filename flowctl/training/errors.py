@@ -9,6 +9,10 @@ class TrainingError(RuntimeError):
     """A training run cannot start or go on; ``str(err)`` is a one-line message for users."""
 
 
+class ConfigError(TrainingError, ValueError):
+    """A trainer config key has a wrong type or value: the user's mistake (the CLI exits 2)."""
+
+
 class TrainingInterrupted(TrainingError):
     """Training stopped on SIGTERM/SIGINT after writing ``last.pt``; resume with ``resume=true``.
 

@@ -469,7 +469,8 @@ class _Run:
         val_loss = self._validate()
         monitored = val_loss if self.monitor == "val_loss" else train_loss
         number = self.epoch + 1
-        improved = _finite(monitored) and (self.best is None or monitored < self.best)
+        improved = _finite(monitored) and (self.best is None or monitored < self.best) \
+            and self._weights_finite()
         if improved:
             self.best, self.best_epoch, self.epochs_since_best = monitored, number, 0
         else:
@@ -502,6 +503,24 @@ class _Run:
             f"lr {self.last_lr:.3g} step {self.step} skipped {self.skipped} "
             f"({rec['epoch_s']:.1f} s)"
         )
+
+    def _weights_finite(self) -> bool:
+        """True when every parameter and buffer is finite (best.pt never holds NaN/inf)."""
+        return all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values()
+                   if t.is_floating_point())
+
+    def _check_result(self) -> None:
+        """A run that took no optimizer step, or never reached a finite monitored loss, fails."""
+        if self.step == 0:
+            raise TrainingError(
+                f"no optimizer step was taken: all {self.skipped} batch(es) gave a non-finite "
+                "loss or gradient; check the data (NaN/inf values, constant columns, too few "
+                "rows) and trainer.lr")
+        if self.best is None:
+            raise TrainingError(
+                f"no epoch reached a finite {self.monitor} with finite weights in {self.epoch} "
+                f"epoch(s) ({self.skipped} non-finite batches skipped); no best.pt was written. "
+                "Lower trainer.lr or set trainer.grad_clip")
 
     def _keep_top(self, number: int, loss: float | None) -> list[dict[str, Any]] | None:
         """keep_best: save this epoch's weights if it ranks among the best ``keep_best``.
@@ -562,6 +581,7 @@ class _Run:
             if partial:
                 stopped = "max_steps"
                 break
+        self._check_result()
         last = self.history[-1] if self.history else {}
         summary = {
             "best_val_loss": self.best,

@@ -67,7 +67,7 @@ def test_missing_and_bad_runs(capsys: pytest.CaptureFixture[str], tmp_path: Path
     line = _err(capsys, ["evaluate", f"run={tmp_path / 'half'}"])
     assert "no checkpoint" in line
     line = _err(capsys, ["sample", "config=quickstart_tiny"])
-    assert "no run of config" in line
+    assert "no finished run of config" in line
 
 
 def test_unknown_command_and_args(capsys: pytest.CaptureFixture[str]) -> None:
