@@ -61,6 +61,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grid": {"grid": True},
     "nogrid": {"grid": False},
     "onechannel": {"channels": "none"},
+    "anneal": {"anneal": 0.5},
+    "grid-anneal": {"grid": True, "anneal": 0.5},
 }
 
 

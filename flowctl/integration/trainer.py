@@ -6,6 +6,12 @@ detached), keeps the points in a :class:`~.buffer.Buffer` and takes ``buffered_s
 steps on points drawn from it (importance-corrected). Adam with cosine lr and gradient-norm
 clipping. Non-finite losses are counted; the step is skipped, and the run stops once they are
 more than ``max_nonfinite_losses`` of the steps (and more than 5).
+
+Annealing (``anneal`` > 0): during the first ``anneal`` share of the online steps the flow
+learns |f|^beta instead of |f|, with beta rising geometrically from ``anneal_beta0`` to 1.
+For a narrow peak |f|^beta is a peak 1/sqrt(beta) times wider, which a flow that starts
+uniform can find; it then follows the peak as it narrows (tempering, as in annealed
+importance sampling, Neal 1998).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from flowctl.integration.buffer import Buffer
 from flowctl.integration.errors import IntegrationError, NonFiniteError
 from flowctl.integration.losses import LOSSES
 
-__all__ = ["FORMAT", "TRAINER_DEFAULTS", "NISResult", "check_trainer", "lr_at", "pos_int",
+__all__ = ["FORMAT", "TRAINER_DEFAULTS", "NISResult", "beta_at", "check_trainer", "lr_at",
+           "pos_int",
            "train_sampler"]
 
 FORMAT = "flowctl-integration-1"
@@ -35,7 +42,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "buffer_batch": None, "lr": 1.0e-3, "min_lr": 1.0e-5, "schedule": "cosine",
     "grad_clip": 10.0, "device": "auto", "checkpoint_every": 10, "log_every": 10,
     "resume": False, "max_nonfinite_losses": 0.05, "grid": False, "grid_calls": 0.2,
-    "grid_bins": 64, "grid_alpha": 0.7, "channels": "auto",
+    "grid_bins": 64, "grid_alpha": 0.7, "channels": "auto", "anneal": 0.0,
+    "anneal_beta0": 0.02,
 }
 """Settings of :func:`train_sampler` (``trainer`` section of the integrate configs); ``grid*``
 and ``channels`` are read by :mod:`flowctl.integration.sampler`."""
@@ -72,6 +80,18 @@ def lr_at(step: int, total: int, tr: dict[str, Any]) -> float:
     return lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
+def beta_at(online: int, n_online: int, tr: dict[str, Any]) -> float:
+    """Annealing exponent at online step ``online`` of ``n_online`` (1 without annealing)."""
+    frac = float(tr.get("anneal") or 0.0)
+    if frac <= 0 or n_online <= 0:
+        return 1.0
+    t = online / max(frac * n_online, 1.0)
+    if t >= 1:
+        return 1.0
+    b0 = float(tr.get("anneal_beta0", 0.02))
+    return float(b0 ** (1.0 - t))
+
+
 def _bar(total: int, initial: int, enabled: bool) -> Any:
     if not enabled or not sys.stderr.isatty():
         return None
@@ -93,6 +113,12 @@ def check_trainer(tr: dict[str, Any]) -> None:
     if tr["schedule"] not in ("cosine", "constant"):
         raise IntegrationError(f"trainer.schedule must be cosine or constant, got "
                                f"{tr['schedule']!r}")
+    for key in ("anneal", "anneal_beta0"):
+        v = tr.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise IntegrationError(f"trainer.{key} must be a number in [0, 1], got {v!r}")
+    if tr.get("anneal") and not tr.get("anneal_beta0"):
+        raise IntegrationError("trainer.anneal_beta0 must be > 0 when trainer.anneal is on")
     m = tr.get("max_nonfinite_losses", 0.05)
     if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
         raise IntegrationError(f"trainer.max_nonfinite_losses must be a fraction in [0, 1], "
@@ -196,17 +222,20 @@ def train_sampler(flow: torch.nn.Module, f: Callable[[Tensor], Tensor], tr: dict
             w = fx * torch.exp(-log_q)
             mean = float(w.mean())
             std = float(w.std()) if m > 1 else float("nan")
-            loss = step(loss_fn(f_abs, flow.log_prob(x), log_q)) if m >= 2 else float("nan")
+            beta = beta_at(online, n_online, tr)
+            target = f_abs if beta == 1.0 else f_abs.pow(beta)
+            loss = step(loss_fn(target, flow.log_prob(x), log_q)) if m >= 2 else float("nan")
             online += 1
             if buf is not None:
                 buf.add(x, f_abs, log_q)
                 for _ in range(k_buf):
                     xb, fb, lb = buf.draw(b_buf, gen)
-                    step(loss_fn(fb, flow.log_prob(xb), lb))
+                    step(loss_fn(fb if beta == 1.0 else fb.pow(beta), flow.log_prob(xb), lb))
             rec = {"online_step": online, "step": steps, "calls": calls, "loss": loss,
                    "estimate": mean, "error": std / math.sqrt(m),
                    "rel_std": std / abs(mean) if mean else float("inf"),
-                   "lr": lr_at(steps, total_steps, tr), "nonfinite_losses": bad_losses}
+                   "lr": lr_at(steps, total_steps, tr), "nonfinite_losses": bad_losses,
+                   "beta": beta}
             history.append(rec)
             if bar is not None:
                 bar.update(m)
