@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .autoregressive import MaskedAutoregressive, iaf_layer
+from .continuous import ContinuousFlow, ContinuousTransform, VectorField
 from .core import Chain, Flow, Transform
 from .coupling import Coupling, alternating_masks, binary_masks
 from .distributions import make_base
@@ -25,10 +26,10 @@ from .normalization import make_norm
 from .permutations import Permutation, make_permutations
 from .preprocessing import make_preprocessing
 
-KINDS = ("coupling", "maf", "iaf")
+KINDS = ("coupling", "maf", "iaf", "cnf")
 
 DEFAULTS: dict[str, Any] = {
-    "kind": None,            # coupling | maf | iaf
+    "kind": None,            # coupling | maf | iaf | cnf
     "features": None,        # D
     "context": 0,            # C (0 = unconditional)
     "transforms": 5,         # number of coupling / autoregressive layers
@@ -49,6 +50,13 @@ DEFAULTS: dict[str, Any] = {
     "mask": "alternating",   # coupling masks: alternating | binary (i-flow)
     "standardize": False,    # shorthand for preprocessing: [{kind: standardize}]
     "preprocessing": [],     # [{kind: minmax|logit|standardize, ...}, ...] applied first
+    # cnf (transforms, transform, bins, permutation, norm, mask are not used):
+    "trace": "exact",        # exact | hutchinson (training only; evaluation is exact)
+    "solver": "dopri5",      # torchdiffeq method
+    "rtol": 1.0e-6,          # adaptive solver tolerances
+    "atol": 1.0e-6,
+    "adjoint": False,        # adjoint-method gradients (memory independent of the steps)
+    "step_size": 0.05,       # fixed-grid solvers (euler, rk4, ...)
 }
 
 
@@ -84,6 +92,11 @@ def build(spec: Mapping[str, Any]) -> Flow:
     if domain not in ("real", "unit"):
         raise ValueError(f"flow key 'domain' must be real or unit, got {domain!r}")
     base = s["base"] or ("uniform" if domain == "unit" else "normal")
+    pre: list[Transform] = [make_preprocessing(p, d) for p in s["preprocessing"]]
+    if s["standardize"]:
+        pre.insert(0, make_preprocessing({"kind": "standardize"}, d))
+    if kind == "cnf":
+        return _build_cnf(s, spec, pre, base, d, c, hidden)
     perm_spec = s["permutation"]
     if perm_spec is None:
         perm_spec = "random" if kind == "coupling" else "reverse"
@@ -104,9 +117,7 @@ def build(spec: Mapping[str, Any]) -> Flow:
             raise ValueError(f"flow key 'mask' must be alternating or binary, got {s['mask']!r}")
         _check_coverage(masks, perms, d)
 
-    layers: list[Transform] = [make_preprocessing(p, d) for p in s["preprocessing"]]
-    if s["standardize"]:
-        layers.insert(0, make_preprocessing({"kind": "standardize"}, d))
+    layers = list(pre)
     common = {"hidden": hidden, "context": c, "residual": bool(s["residual"]),
               "dropout": float(s["dropout"]), "activation": s["activation"]}
     for i in range(n_layers):
@@ -123,6 +134,22 @@ def build(spec: Mapping[str, Any]) -> Flow:
         else:
             layers.append(iaf_layer(d, family, exact_loop=s["exact_loop"], **common))
     return Flow(Chain(layers), make_base(base, d), features=d, context=c)
+
+
+def _build_cnf(s: Mapping[str, Any], spec: Mapping[str, Any], pre: list[Transform],
+               base: str, d: int, c: int, hidden: list[int]) -> Flow:
+    if s["domain"] != "real" or base != "normal":
+        raise ValueError("kind 'cnf' needs domain real and base normal (flow matching "
+                         "interpolates to a Gaussian)")
+    activation = spec.get("activation", "silu")  # smooth default: the solver needs a smooth v
+    field = VectorField(d, hidden, context=c, activation=activation)
+    for key in ("rtol", "atol", "step_size"):
+        if not isinstance(s[key], (int, float)) or isinstance(s[key], bool) or s[key] <= 0:
+            raise ValueError(f"flow key {key!r} must be a positive number, got {s[key]!r}")
+    cnf = ContinuousTransform(field, trace=s["trace"], solver=str(s["solver"]),
+                              rtol=s["rtol"], atol=s["atol"], adjoint=bool(s["adjoint"]),
+                              step_size=s["step_size"])
+    return ContinuousFlow(Chain([*pre, cnf]), make_base(base, d), features=d, context=c)
 
 
 def _family(s: Mapping[str, Any], domain: str) -> ElementwiseFamily:
