@@ -48,6 +48,7 @@ __all__ = [
     "split_showers",
     "voxel_features",
     "voxels_from_features",
+    "write_calochallenge",
     "write_calogan",
 ]
 
@@ -187,12 +188,12 @@ def read_calogan(path: str | Path, max_showers: int | None = None) -> Showers:
 
 
 def read_calochallenge(path: str | Path, layer_sizes: Sequence[int] | None = None,
-                       max_showers: int | None = None) -> Showers:
+                       max_showers: int | None = None, binning: str | None = None) -> Showers:
     """Read a CaloChallenge file (``incident_energies`` and ``showers``, both MeV).
 
-    ``layer_sizes``: voxels per layer (from the binning XML, e.g. DS1 photons
-    ``[8, 160, 190, 5, 5]``); their sum must equal the number of voxels. Without it the
-    shower is one layer.
+    ``layer_sizes``: voxels per layer (from the binning XML ``binning``, e.g. DS1 photons
+    ``[8, 160, 190, 5, 5]``); their sum must equal the number of voxels, else a
+    :class:`DataError` names both counts and both files. Without it the shower is one layer.
     """
     with _open(path) as f:
         if len(f.keys()) == 0:
@@ -208,14 +209,15 @@ def read_calochallenge(path: str | Path, layer_sizes: Sequence[int] | None = Non
     v = showers.shape[1]
     sizes = list(layer_sizes) if layer_sizes else [v]
     if sum(sizes) != v:
-        raise DataError(f"{path}: key 'showers' has {v} voxels but data.layer_sizes sums to "
-                        f"{sum(sizes)}")
+        where = f"the binning {binning} has" if binning else "data.layer_sizes sums to"
+        raise DataError(f"{path}: {v} voxels per shower, but {where} {sum(sizes)}; pass the "
+                        "data.binning that matches the file")
     s = Showers(e / 1000.0, showers, tuple((int(k),) for k in sizes), None, str(path))
     return s.subset(slice(0, max_showers)) if max_showers else s
 
 
 def read_showers(path: str | Path, fmt: str = "auto", layer_sizes: Sequence[int] | None = None,
-                 max_showers: int | None = None) -> Showers:
+                 max_showers: int | None = None, binning: str | None = None) -> Showers:
     """Read CaloGAN or CaloChallenge showers; ``fmt``: ``auto`` | ``calogan`` | ``calochallenge``."""
     if fmt == "auto":
         with _open(path) as f:
@@ -224,7 +226,7 @@ def read_showers(path: str | Path, fmt: str = "auto", layer_sizes: Sequence[int]
     if fmt == "calogan":
         return read_calogan(path, max_showers)
     if fmt == "calochallenge":
-        return read_calochallenge(path, layer_sizes, max_showers)
+        return read_calochallenge(path, layer_sizes, max_showers, binning)
     raise DataError(f"unknown calorimeter format {fmt!r}; expected auto, calogan or "
                     "calochallenge")
 
@@ -257,6 +259,30 @@ def write_calogan(path: str | Path, showers: Showers, dtype: str | np.dtype = "f
     return path
 
 
+def write_calochallenge(path: str | Path, incident_energies_mev: np.ndarray, showers_mev: np.ndarray,
+                    dtype: str = "float32", attrs: dict | None = None) -> Path:
+    """Write a CaloChallenge file: ``incident_energies [N, 1]``, ``showers [N, V]`` (MeV,
+    gzip), atomically (temp file in the same folder + rename)."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    e = np.asarray(incident_energies_mev).reshape(-1, 1).astype(dtype)
+    s = np.asarray(showers_mev).astype(dtype)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("incident_energies", data=e, compression="gzip")
+            f.create_dataset("showers", data=s, compression="gzip")
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def split_showers(s: Showers, fractions: Sequence[float] = (0.7, 0.3),
                   seed: int = 0) -> list[Showers]:
     """Shuffle and split into parts (CaloFlow: 70 % train / 30 % test)."""
@@ -280,42 +306,52 @@ def add_noise(voxels: np.ndarray, rng: np.random.Generator,
     return voxels + rng.uniform(0.0, scale_mev, size=voxels.shape)
 
 
-def energy_context(energy_gev: np.ndarray) -> np.ndarray:
-    """Flow I context ``log10(E_inc / 10 GeV)`` ``[N, 1]`` (in [-1, 1] for 1-100 GeV)."""
-    return np.log10(np.asarray(energy_gev, np.float64) / 10.0)[:, None]
+def energy_context(energy_gev: np.ndarray, e_ref_gev: float = 10.0) -> np.ndarray:
+    """Flow I context ``log10(E_inc / e_ref)`` ``[N, 1]`` (in [-1, 1] for 1-100 GeV and the
+    default 10 GeV)."""
+    return np.log10(np.asarray(energy_gev, np.float64) / e_ref_gev)[:, None]
 
 
-def energy_features(layer_e_mev: np.ndarray, energy_gev: np.ndarray) -> np.ndarray:
-    """Flow I input ``u [N, 3]`` in [0, 1] (reference §3.1 item 6), for three layers.
+def energy_features(layer_e_mev: np.ndarray, energy_gev: np.ndarray,
+                    scale: float = 1.0) -> np.ndarray:
+    """Flow I input ``u [N, L]`` in [0, 1] for L layers (arXiv:2210.14245; reference §3.1).
 
-    ``u0 = E_tot / E_inc``, ``u1 = E0 / E_tot``, ``u2 = E1 / (E1 + E2)``.
+    ``u0 = E_tot / (scale E_inc)`` and ``u_i = E_{i-1} / sum_{j >= i-1} E_j`` for
+    ``i = 1 .. L-1`` (0 where the remaining layers are empty). For CaloGAN's 3 layers with
+    ``scale = 1`` this is CaloFlow v1's ``(E_tot/E_inc, E0/E_tot, E1/(E1+E2))``. Values above 1
+    (E_tot > scale E_inc) are clipped.
     """
     e = np.asarray(layer_e_mev, np.float64) / 1000.0
-    if e.shape[1] != 3:
-        raise DataError(f"the energy flow models 3 layers, the data has {e.shape[1]}")
-    tot = e.sum(1)
-    u0 = tot / energy_gev
-    u1 = e[:, 0] / np.maximum(tot, 1e-300)
-    u2 = e[:, 1] / np.maximum(e[:, 1] + e[:, 2], 1e-300)
-    return np.clip(np.stack([u0, u1, u2], 1), 0.0, 1.0)
+    if e.ndim != 2 or e.shape[1] < 1:
+        raise DataError(f"layer energies must be [N, L], got shape {list(e.shape)}")
+    tail = np.cumsum(e[:, ::-1], 1)[:, ::-1]  # sum_{j >= i} E_j
+    u0 = tail[:, 0] / (scale * np.asarray(energy_gev, np.float64))
+    rest = e[:, :-1] / np.where(tail[:, :-1] > 0, tail[:, :-1], 1.0)
+    return np.clip(np.concatenate([u0[:, None], rest], 1), 0.0, 1.0)
 
 
-def energies_from_features(u: np.ndarray, energy_gev: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`energy_features`: ``u [N, 3]`` -> layer energies ``[N, 3]`` MeV."""
+def energies_from_features(u: np.ndarray, energy_gev: np.ndarray,
+                           scale: float = 1.0) -> np.ndarray:
+    """Inverse of :func:`energy_features`: ``u [N, L]`` -> layer energies ``[N, L]`` MeV."""
     u = np.clip(np.asarray(u, np.float64), 0.0, 1.0)
-    tot = u[:, 0] * energy_gev * 1000.0
-    e0 = u[:, 1] * tot
-    e1 = u[:, 2] * (tot - e0)
-    return np.stack([e0, e1, tot - e0 - e1], 1)
+    n, n_layers = u.shape
+    out = np.empty((n, n_layers))
+    rem = u[:, 0] * scale * np.asarray(energy_gev, np.float64) * 1000.0
+    for i in range(n_layers - 1):
+        out[:, i] = u[:, i + 1] * rem
+        rem = rem - out[:, i]
+    out[:, -1] = rem
+    return np.clip(out, 0.0, None)
 
 
-def shower_context(energy_gev: np.ndarray, layer_e_mev: np.ndarray) -> np.ndarray:
-    """Flow II context ``[N, 1 + L]``: ``log10(E_inc/10 GeV)`` and ``log10(E_i/GeV + 1e-6)``.
+def shower_context(energy_gev: np.ndarray, layer_e_mev: np.ndarray,
+                   e_ref_gev: float = 10.0) -> np.ndarray:
+    """Flow II context ``[N, 1 + L]``: ``log10(E_inc/e_ref)`` and ``log10(E_i/GeV + 1e-6)``.
 
     (CaloFlow's ``log10(E_i + 1e-8) + 2`` with E in units of 100 GeV, i.e. a 1 keV floor.)
     """
     e = np.asarray(layer_e_mev, np.float64) / 1000.0
-    return np.concatenate([energy_context(energy_gev), np.log10(e + 1e-6)], 1)
+    return np.concatenate([energy_context(energy_gev, e_ref_gev), np.log10(e + 1e-6)], 1)
 
 
 def voxel_features(voxels_mev: np.ndarray, layer_slices: Sequence[slice]) -> np.ndarray:

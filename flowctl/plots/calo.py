@@ -23,9 +23,11 @@ __all__ = ["average_showers", "feature_histograms", "roc_figure", "save"]
 
 
 def average_showers(samples: dict[str, np.ndarray],
-                    layer_shapes: Sequence[Sequence[int]]) -> Figure:
+                    layer_shapes: Sequence[Sequence[int]],
+                    layer_names: Sequence[int | str] | None = None) -> Figure:
     """Mean voxel energy (MeV, log colour scale) per layer; one row per sample
-    (``{"truth": voxels [N, V], "generated": ...}``)."""
+    (``{"truth": voxels [N, V], "generated": ...}``). CaloChallenge layers are drawn as
+    (alpha bin x r bin) images; ``layer_names`` label the columns (default 0, 1, ...)."""
     sl = layer_slices(layer_shapes)
     n_rows, n_cols = len(samples), len(sl)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 2.6 * n_rows),
@@ -44,7 +46,8 @@ def average_showers(samples: dict[str, np.ndarray],
             im = ax.imshow(np.clip(m[s].reshape(shape), vmin, None), aspect="auto",
                            norm=LogNorm(vmin=vmin, vmax=vmax), cmap="viridis",
                            interpolation="nearest")
-            ax.set_title(f"{name}: layer {j}", fontsize=9)
+            lab = layer_names[j] if layer_names is not None else j
+            ax.set_title(f"{name}: layer {lab}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
         fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.8, label="MeV")
