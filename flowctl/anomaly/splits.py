@@ -65,6 +65,13 @@ class AnomalySplits:
     sig_val: np.ndarray | None = None
     sr: tuple[float, float] = SR
     info: dict[str, Any] = field(default_factory=dict)
+    sr_index: np.ndarray | None = None    # [n_sr] row in data.path of each sr_data row
+    sb_all: np.ndarray | None = None      # every sideband event (no max_sb_events cap)
+
+    @property
+    def sr_data(self) -> np.ndarray:
+        """All SR data rows ``[n_sr, 6]``: ``sr_train`` then ``sr_val``."""
+        return np.concatenate([self.sr_train, self.sr_val])
 
     def need(self, *names: str) -> None:
         """Raise :class:`DataError` naming the missing config key if a set is absent."""
@@ -129,7 +136,8 @@ def load_splits(d: Mapping[str, Any], need_test: bool = False) -> AnomalySplits:
     sr = (float(c["sr"][0]), float(c["sr"][1]))
     rng = np.random.default_rng(int(c["split_seed"]))
     x = _read(c["path"], c["key"], c["shift"], "path")
-    x = x[rng.permutation(len(x))]          # the real file is sorted by label
+    idx = rng.permutation(len(x))           # the real file is sorted by label
+    x = x[idx]                              # idx: each row's position in the file
     is_sig = x[:, 5] == 1
     leftover_sig = np.zeros((0, 6))
     if c["n_sig"] is not None and int(c["n_sig"]) < int(is_sig.sum()):
@@ -137,8 +145,9 @@ def load_splits(d: Mapping[str, Any], need_test: bool = False) -> AnomalySplits:
         drop = np.setdiff1d(np.flatnonzero(is_sig), keep)
         leftover_sig = x[drop]
         x = np.delete(x, drop, axis=0)
+        idx = np.delete(idx, drop)
     if c["max_events"] is not None:
-        x = x[: int(c["max_events"])]
+        x, idx = x[: int(c["max_events"])], idx[: int(c["max_events"])]
     in_sr = signal_region_mask(x[:, 0], sr)
     in_sb = sideband_mask(x[:, 0], sr)
     strips = sideband_mask(x[:, 0], sr, width=float(c["cwola_width"]))
@@ -159,7 +168,8 @@ def load_splits(d: Mapping[str, Any], need_test: bool = False) -> AnomalySplits:
         "sr_background": b_sr, "sr_s_over_b": s_sr / max(b_sr, 1),
         "sr_s_over_sqrt_b": s_sr / max(b_sr, 1) ** 0.5,
     }
-    out = AnomalySplits(sb_train, sb_val, sr_train, sr_val, cw_train, cw_val, sr=sr, info=info)
+    out = AnomalySplits(sb_train, sb_val, sr_train, sr_val, cw_train, cw_val, sr=sr, info=info,
+                        sr_index=idx[in_sr], sb_all=x[in_sb])
 
     frac = float(c["test_fraction"])
     bkg = sig = None

@@ -2,8 +2,20 @@
 idealized-AD and fully supervised reference classifiers (reference/anomaly.md).
 
 One config per method (``method:``); every method ends by writing ``scores.npz`` (anomaly
-scores of the labelled SR test set) into its run directory, and ``evaluate`` gathers the
-scores of every run on the same data, so one ROC/SIC figure compares all methods that ran.
+scores) into its run directory, and ``evaluate`` gathers the scores of every run on the same
+data, so one ROC/SIC figure compares all methods that ran.
+
+Two ways to score (``eval.mode``):
+
+* ``test``: a labelled SR test set cut from the simulated extra files (``data.extra_bkg``,
+  ``data.extra_sig``), independent of all training (CATHODE's paper setup);
+* ``kfold`` (data alone, the default when both extra files are null): every SR event of
+  ``data.path`` is scored out-of-fold (``eval.k`` folds, 5 by default): per fold the method
+  trains on k-2 folds of the SR data, validates on one and scores the held-out fold, so no event
+  is scored by a model that saw it. The file's own labels then give the ROC/SIC, and
+  ``evaluate`` adds the significance gain after cuts at fixed background efficiency and the
+  sideband mjj shape before/after the cut (sculpting). Only cathode, anode and cwola run this
+  way; the idealized and supervised references need the labelled files.
 
 =========== ======================================== =========================================
 method      ``flowctl train``                        then
@@ -42,6 +54,13 @@ __all__ = ["COMMANDS", "METHODS", "classify", "evaluate", "sample", "train"]
 
 METHODS = ("cathode", "anode", "cwola", "idealized", "supervised")
 DENSITY_METHODS = ("cathode", "anode")
+KFOLD_METHODS = ("cathode", "anode", "cwola")
+MODES = ("auto", "test", "kfold")
+FEATURE_NAMES = ("mjj", "mj1", "dmj", "tau21j1", "tau21j2")
+#: Background efficiencies of the cuts whose significance gain ``evaluate`` reports.
+CUT_FPRS = (0.01, 0.001)
+MIN_FLOW_EVENTS = 20       # a flow's training set (batch norm needs > 1 event per batch)
+MIN_FOLD_EVENTS = 10       # SR data events per fold in data-only mode
 SCORES = "scores.npz"
 SAMPLES = "samples.h5"
 CLASSIFIER = "checkpoints/classifier.pt"
@@ -62,6 +81,55 @@ def _splits(cfg: dict[str, Any], need_test: bool = False) -> AnomalySplits:
         return load_splits(cfg["data"], need_test=need_test)
     except DataError as exc:
         raise UserError(str(exc)) from None
+
+
+def _mode(cfg: dict[str, Any]) -> str:
+    """``test`` or ``kfold`` (``eval.mode``; ``auto``: kfold when both extra files are null)."""
+    ev = dict(cfg.get("eval") or {})
+    mode = ev.get("mode", "auto")
+    if mode not in MODES:
+        raise UserError(f"eval.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "auto":
+        d = dict(cfg.get("data") or {})
+        mode = "test" if d.get("extra_bkg") or d.get("extra_sig") else "kfold"
+    return str(mode)
+
+
+def _kfold_k(cfg: dict[str, Any]) -> int:
+    k = (cfg.get("eval") or {}).get("k", 5)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 3:
+        raise UserError(f"eval.k must be an integer >= 3 (train, validation and test folds), "
+                        f"got {k!r}")
+    return int(k)
+
+
+def _check_mode(cfg: dict[str, Any], method: str) -> str:
+    mode = _mode(cfg)
+    if mode == "kfold" and method not in KFOLD_METHODS:
+        raise UserError(f"method {method} needs labelled simulation and cannot score the data "
+                        "alone: set data.extra_bkg=FILE and data.extra_sig=FILE (data-only "
+                        f"mode, eval.mode=kfold, runs {', '.join(KFOLD_METHODS)})")
+    if mode == "kfold":
+        _kfold_k(cfg)
+    return mode
+
+
+def _check_rows(rows: np.ndarray, what: str, minimum: int = 2,
+                columns: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
+    """One-line UserError before any training when ``rows [N, 6]`` are too few or a feature
+    is constant / degenerate (fewer than 3 distinct values) in them."""
+    if len(rows) < minimum:
+        raise UserError(f"{what}: {len(rows)} events, need at least {minimum} (more data, "
+                        "or a wider data.sr / smaller data.*_fraction)")
+    for j in columns:
+        col = rows[:, j]
+        n_distinct = len(np.unique(col))
+        if n_distinct < 3:
+            vals = ", ".join(f"{v:.6g}" for v in np.unique(col)[:2])
+            raise UserError(f"{what}: feature {FEATURE_NAMES[j]} is "
+                            f"{'constant' if n_distinct == 1 else 'degenerate'} ({vals}) in "
+                            f"all {len(rows)} events; a flow or classifier cannot use it "
+                            "(check data.path and data.shift)")
 
 
 def _inputs(cfg: dict[str, Any], rows: np.ndarray) -> np.ndarray:
@@ -104,7 +172,8 @@ def _write_scores(run_dir: Path, method: str, labels: np.ndarray, scores: np.nda
               "n_unscorable": int(bad.sum())})
     if is_main_process():
         tmp = run_dir / (SCORES + ".tmp.npz")
-        np.savez_compressed(tmp, labels=labels.astype(np.int8), scores=scores)
+        np.savez_compressed(tmp, labels=labels.astype(np.int8), scores=scores,
+                            mode=np.array("test"))
         tmp.replace(run_dir / SCORES)
     update_metrics_json(run_dir, {"scores": m})
     _say(f"{method}: test AUC {m['auc']:.4f}, max SIC {m['max_sic']:.2f} at TPR "
@@ -246,22 +315,200 @@ def _train_classifier(cfg: dict[str, Any], run_dir: Path, sets: tuple[np.ndarray
     return clf
 
 
+# --------------------------------------------------------------------------- data only (k-fold)
+
+
+def _finite_scores(scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """NaN/inf scores (outside a density's domain) set below every finite one: never
+    selected, still counted. Returns ``(scores, n_unscorable)``."""
+    scores = np.asarray(scores, np.float64)
+    bad = ~np.isfinite(scores)
+    if bad.all():
+        raise UserError("every score is NaN/inf; the model is unusable")
+    if bad.any():
+        scores = np.where(bad, scores[~bad].min() - 1.0, scores)
+    return scores, int(bad.sum())
+
+
+def _sculpt_window(cfg: dict[str, Any], sp: AnomalySplits, rows: np.ndarray) -> np.ndarray:
+    """Rows ``[M, 6]`` with mjj inside the sculpting-check window (``eval.sculpt_width`` TeV
+    either side of the SR)."""
+    w = float((cfg.get("eval") or {}).get("sculpt_width", 0.8))
+    m = rows[:, 0]
+    return rows[(m >= sp.sr[0] - w) & (m <= sp.sr[1] + w)]
+
+
+def _seed(cfg: dict[str, Any]) -> int:
+    return int(cfg.get("seed") or 0)
+
+
+def _write_kfold_scores(run_dir: Path, method: str, cfg: dict[str, Any], sp: AnomalySplits,
+                        scores: np.ndarray, fold: np.ndarray, sb_rows: np.ndarray,
+                        sb_scores: np.ndarray) -> dict[str, Any]:
+    """``scores.npz`` of a data-only run: out-of-fold scores of every SR event with its row in
+    the file (``index``), fold, mjj and truth label, plus scored sideband events for the
+    sculpting check; returns (and prints) the run's metrics from the file's labels."""
+    from flowctl.metrics.sic import anomaly_metrics, selection_at_fpr
+
+    sr = sp.sr_data
+    labels = sr[:, 5].astype(np.int8)
+    scores, n_bad = _finite_scores(scores)
+    sb_scores, _ = _finite_scores(sb_scores) if len(sb_scores) else (sb_scores, 0)
+    if is_main_process():
+        tmp = run_dir / (SCORES + ".tmp.npz")
+        np.savez_compressed(tmp, labels=labels, scores=scores, index=sp.sr_index,
+                            fold=fold.astype(np.int8), mjj=sr[:, 0], mode=np.array("kfold"),
+                            k=np.array(_kfold_k(cfg)), sb_mjj=sb_rows[:, 0],
+                            sb_labels=sb_rows[:, 5].astype(np.int8),
+                            sb_scores=np.asarray(sb_scores, np.float64))
+        tmp.replace(run_dir / SCORES)
+    m: dict[str, Any] = {"method": method, "seed": cfg.get("seed"), "mode": "kfold",
+                         "k": _kfold_k(cfg), "n_scored": len(labels),
+                         "n_signal": int(labels.sum()), "n_unscorable": n_bad,
+                         "n_sideband_scored": len(sb_rows)}
+    if 0 < labels.sum() < len(labels):
+        m.update(anomaly_metrics(labels, scores))
+        for f in CUT_FPRS:
+            m[f"gain_at_fpr{f:g}"] = selection_at_fpr(labels, scores, f)["gain"]
+        _say(f"{method}: out-of-fold ({m['k']} folds) AUC {m['auc']:.4f}, max SIC "
+             f"{m['max_sic']:.2f} at TPR {m['max_sic_tpr']:.3f}; significance gain "
+             f"{m['gain_at_fpr0.01']:.2f} at 1 % and {m['gain_at_fpr0.001']:.2f} at 0.1 % "
+             f"background efficiency ({len(labels)} SR events, {int(labels.sum())} signal)")
+    else:
+        m["note"] = "the SR data hold one class only: no ROC/SIC from the file's labels"
+        _say(f"{method}: {len(labels)} SR events scored out-of-fold; {m['note']}")
+    update_metrics_json(run_dir, {"scores": _null(m)})
+    return m
+
+
+def _fold_progress(label: str, epochs: int):
+    """One line per fold and run, after its last epoch."""
+    def progress(row: dict[str, float]) -> None:
+        if int(row["epoch"]) == epochs:
+            _say(f"  {label} fold {int(row['fold'])} run {int(row['run'])} epoch "
+                 f"{int(row['epoch'])}: val {row['val_loss']:.5f} ({row['wall_s']:.0f} s)")
+    return progress
+
+
+def _kfold_classifier(cfg: dict[str, Any], run_dir: Path, x: np.ndarray, y: np.ndarray,
+                      w: np.ndarray | None, label: str):
+    """k-fold classifiers (each with its epoch ensemble) on ``x [N, F]``, labels ``y``; the
+    fold models go to ``checkpoints/classifier_fold{i}.pt``."""
+    from flowctl.anomaly.classifier import kfold_fit_score
+
+    ccfg = _classifier_cfg(cfg)
+    k = _kfold_k(cfg)
+    _say(f"{label}: {k}-fold classifiers {list(ccfg.layers)} on {len(x)} events "
+         f"({int(y.sum())} label-1), {ccfg.epochs} epochs x {ccfg.n_runs} run(s) per fold, "
+         f"top {ccfg.top_k} epochs ensembled")
+    try:
+        res = kfold_fit_score(x, y, ccfg, k, w, progress=_fold_progress(label, ccfg.epochs))
+    except ValueError as exc:
+        raise UserError(f"{label}: {exc}") from None
+    if is_main_process():
+        for i, clf in enumerate(res.classifiers):
+            clf.save(run_dir / "checkpoints" / f"classifier_fold{i}.pt")
+    return res
+
+
+def _cathode_kfold(cfg: dict[str, Any], run_dir: Path, sp: AnomalySplits,
+                   samples: np.ndarray) -> dict[str, Any]:
+    """CATHODE on data alone: SR data (1) vs the samples (0), k folds of both."""
+    sr = sp.sr_data
+    rows = np.concatenate([sr[:, :5], samples[:, :5]])
+    y = np.r_[np.ones(len(sr)), np.zeros(len(samples))]
+    res = _kfold_classifier(cfg, run_dir, _inputs(cfg, rows), y, None,
+                            "cathode: SR data vs samples")
+    sb = _sculpt_window(cfg, sp, sp.sb_all)          # the classifiers never saw sidebands
+    return _write_kfold_scores(run_dir, "cathode", cfg, sp, res.scores[:len(sr)],
+                               res.fold[:len(sr)], sb,
+                               res.predict_unseen(_inputs(cfg, sb), _seed(cfg))[0])
+
+
+def _cwola_kfold(cfg: dict[str, Any], run_dir: Path, sp: AnomalySplits) -> dict[str, Any]:
+    """CWoLa on data alone: SR (1) vs the adjacent strips (0), k folds of both; the strips
+    are scored out-of-fold too, the other sideband events by the mean of the fold models."""
+    from flowctl.anomaly.classifier import cwola_weights
+
+    sr = sp.sr_data
+    strips = np.concatenate([sp.cwola_train, sp.cwola_val])
+    rows = np.concatenate([sr, strips])
+    y = np.r_[np.ones(len(sr)), np.zeros(len(strips))]
+    try:
+        w = cwola_weights(rows[:, 0], y == 1, sr_center=0.5 * (sp.sr[0] + sp.sr[1]))
+    except ValueError as exc:
+        raise UserError(f"cwola: {exc}") from None
+    res = _kfold_classifier(cfg, run_dir, _inputs(cfg, rows), y, w, "cwola: SR vs strips")
+    width = float(cfg["data"].get("cwola_width", 0.2))
+    sb = _sculpt_window(cfg, sp, sp.sb_all)
+    lo, hi = sp.sr
+    outer = sb[(sb[:, 0] < lo - width) | (sb[:, 0] > hi + width)]
+    sb_rows = np.concatenate([strips, outer])
+    sb_scores = np.r_[res.scores[len(sr):], res.predict_unseen(_inputs(cfg, outer),
+                                                               _seed(cfg))[0]]
+    return _write_kfold_scores(run_dir, "cwola", cfg, sp, res.scores[:len(sr)],
+                               res.fold[:len(sr)], sb_rows, sb_scores)
+
+
+def _anode_kfold(cfg: dict[str, Any], run_dir: Path, sp: AnomalySplits,
+                 sb_run: Path) -> dict[str, Any]:
+    """ANODE on data alone: one SR flow per fold (train on k-2 folds, validate on one), the
+    held-out fold scored with ``log p_SR - log p_SB``. Sideband events of the sideband flow's
+    validation set are scored too, each with one fold's SR flow dealt at random (sculpting
+    check)."""
+    from flowctl.anomaly.density import ensemble_log_prob
+
+    k = _kfold_k(cfg)
+    sr = sp.sr_data
+    rng = np.random.default_rng([int(cfg["data"].get("split_seed", 0)), 23])
+    fold = rng.permutation(len(sr)) % k            # random, sizes within one of each other
+    sb = _sculpt_window(cfg, sp, sp.sb_val)
+    lp_sr = np.full(len(sr), np.nan)
+    lp_sb_rows = np.zeros((k, len(sb)))
+    folds_info = []
+    for i in range(k):
+        v = (i + 1) % k
+        tr, va, te = (fold != i) & (fold != v), fold == v, fold == i
+        fcfg = {**cfg, "trainer": {**cfg["trainer"],
+                                   "seed": int(cfg["trainer"].get("seed", 0)) + 7919 * i}}
+        fdir = run_dir / "inner" / f"fold{i}"
+        folds_info.append(_fit_density(fcfg, sr[tr], sr[va], fdir,
+                                       f"SR flow p(x|m), fold {i} of {k}"))
+        flows = _ensemble(cfg, fdir)
+        lp_sr[te] = ensemble_log_prob(flows, sr[te, 1:5], sr[te, 0])
+        lp_sb_rows[i] = ensemble_log_prob(flows, sb[:, 1:5], sb[:, 0])
+    bg = _ensemble(read_config(sb_run), sb_run)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scores = lp_sr - ensemble_log_prob(bg, sr[:, 1:5], sr[:, 0])
+        sb_fold = np.random.default_rng(_seed(cfg)).permutation(len(sb)) % k
+        lp_one = lp_sb_rows[sb_fold, np.arange(len(sb))]
+        sb_scores = lp_one - ensemble_log_prob(bg, sb[:, 1:5], sb[:, 0])
+    out = _write_kfold_scores(run_dir, "anode", cfg, sp, scores, fold, sb, sb_scores)
+    out["sr_flows"] = folds_info
+    return out
+
+
 # --------------------------------------------------------------------------- commands
 
 
 def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """CATHODE: the sideband flow. ANODE: sideband and SR flows, then test scores. CWoLa /
-    idealized / supervised: the classifier, then test scores."""
+    """CATHODE: the sideband flow. ANODE: sideband and SR flows, then scores. CWoLa /
+    idealized / supervised: the classifier, then scores. In data-only mode (``eval.mode``
+    kfold) ANODE and CWoLa train one model per fold and score the SR data out-of-fold."""
     method = _method(cfg)
+    mode = _check_mode(cfg, method)
     t0 = time.perf_counter()
-    need_test = method not in ("cathode",)
+    need_test = method != "cathode" and mode == "test"
     sp = _splits(cfg, need_test=need_test)
+    _check_inputs(cfg, method, mode, sp)
     write_config(run_dir, cfg)
     info = sp.info
     _say(f"{method}: {info['n_events']} events, SR {sp.sr[0]}-{sp.sr[1]} TeV: "
          f"{info['sr_signal']} S / {info['sr_background']} B (S/B {info['sr_s_over_b']:.3%}, "
-         f"S/sqrt(B) {info['sr_s_over_sqrt_b']:.2f})")
-    out: dict[str, Any] = {"command": "train", "method": method, "data": info}
+         f"S/sqrt(B) {info['sr_s_over_sqrt_b']:.2f}); scoring: "
+         + ("labelled test set" if mode == "test" else
+            f"data alone, {_kfold_k(cfg)}-fold out-of-fold"))
+    out: dict[str, Any] = {"command": "train", "method": method, "mode": mode, "data": info}
     reuse = cfg.get("sideband_run") if method == "anode" else None
     if reuse:
         out["sideband_flow"] = {"reused": str(_sideband_run(cfg, Path(str(reuse))))}
@@ -269,12 +516,17 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     elif method in DENSITY_METHODS:
         out["sideband_flow"] = _fit_density(cfg, sp.sb_train, sp.sb_val, run_dir,
                                             "sideband flow p(x|m)")
-    if method == "anode":
+    if method == "anode" and mode == "kfold":
+        sb_run = _sideband_run(cfg, Path(str(reuse))) if reuse else run_dir
+        out["kfold"] = _anode_kfold(cfg, run_dir, sp, sb_run)
+    elif method == "anode":
         inner = run_dir / "inner"
         out["sr_flow"] = _fit_density(cfg, sp.sr_train, sp.sr_val, inner, "SR flow p(x|m)")
         assert sp.test is not None
         out["test"] = _write_scores(run_dir, method, sp.test[:, 5],
                                     _anode_scores(cfg, run_dir, sp.test), cfg)
+    elif method == "cwola" and mode == "kfold":
+        out["kfold"] = _cwola_kfold(cfg, run_dir, sp)
     elif method not in DENSITY_METHODS:
         clf = _train_classifier(cfg, run_dir, _classifier_sets(cfg, method, sp), method)
         out["classifier"] = {"epochs": clf.epochs, "wall_s": round(clf.wall_s, 1)}
@@ -285,6 +537,30 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     update_metrics_json(run_dir, {"train": out})
     _say(f"train: {method} done in {out['wall_s']:.1f} s; run directory: {run_dir}")
     return out
+
+
+def _check_inputs(cfg: dict[str, Any], method: str, mode: str, sp: AnomalySplits) -> None:
+    """Too few events or a constant feature in any set a method will train on: one
+    UserError line before any training."""
+    feats = (1, 2, 3, 4)
+    if method in DENSITY_METHODS and not cfg.get("sideband_run"):
+        _check_rows(sp.sb_train, "sideband training events (data.path outside data.sr)",
+                    MIN_FLOW_EVENTS)
+        _check_rows(sp.sb_val, "sideband validation events (data.sb_val_fraction)", 2)
+    if mode == "kfold":
+        k = _kfold_k(cfg)
+        _check_rows(sp.sr_data, f"SR events of data.path for {k} folds (eval.k)",
+                    max(k * MIN_FOLD_EVENTS, MIN_FLOW_EVENTS * k // max(k - 2, 1)), feats)
+        if method == "cwola":
+            _check_rows(np.concatenate([sp.cwola_train, sp.cwola_val]),
+                        f"CWoLa sideband strips for {k} folds", k * MIN_FOLD_EVENTS, feats)
+        return
+    minimum = MIN_FLOW_EVENTS if method == "anode" else 2
+    _check_rows(sp.sr_train, "SR training events (data.sr, data.sr_val_fraction)", minimum,
+                feats)
+    _check_rows(sp.sr_val, "SR validation events (data.sr_val_fraction)", 2, feats)
+    if method == "cwola":
+        _check_rows(sp.cwola_train, "CWoLa sideband strips (data.cwola_width)", 2, feats)
 
 
 def _sr_domain(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -359,11 +635,21 @@ def classify(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if method != "cathode":
         raise UserError(f"method {method} trains its classifier in `flowctl train`; "
                         "`classify` is CATHODE's step after `sample`")
+    mode = _check_mode(cfg, method)
     t0 = time.perf_counter()
-    sp = _splits(cfg, need_test=True)
+    sp = _splits(cfg, need_test=mode == "test")
     samples = _read_samples(run_dir)
     if len(samples) < 2:
         raise UserError(f"{run_dir / SAMPLES} holds {len(samples)} usable samples")
+    if mode == "kfold":
+        _check_inputs(cfg, method, mode, sp)
+        _check_rows(samples, f"{run_dir / SAMPLES}", _kfold_k(cfg) * MIN_FOLD_EVENTS,
+                    (1, 2, 3, 4))
+        out = {"command": "classify", "method": method, "mode": mode,
+               "n_samples": len(samples), "kfold": _cathode_kfold(cfg, run_dir, sp, samples)}
+        out["wall_s"] = round(time.perf_counter() - t0, 1)
+        update_metrics_json(run_dir, {"classify": out})
+        return out
     rows = np.concatenate([samples, np.zeros((len(samples), 1))], axis=1)  # + label 0
     k = round(len(rows) * len(sp.sr_train) / (len(sp.sr_train) + len(sp.sr_val)))
     (r_tr, y_tr, w_tr), (r_va, y_va, w_va) = (_labelled(sp.sr_train, rows[:k]),
@@ -411,6 +697,7 @@ def _gather(cfg: dict[str, Any], run_dir: Path) -> dict[str, list[dict[str, Any]
     """Scores of every anomaly run on the same data: ``{method: [{run, seed, labels,
     scores}, ...]}``; of several runs with the same method and seed only the newest counts."""
     sig = data_signature(cfg["data"])
+    mode = _mode(cfg)
     newest: dict[tuple[str, Any], Path] = {}   # one run per (method, seed): the newest
     for rd in _candidate_runs(cfg, run_dir):
         if not (rd / SCORES).exists():
@@ -420,13 +707,18 @@ def _gather(cfg: dict[str, Any], run_dir: Path) -> dict[str, list[dict[str, Any]
             continue
         if data_signature(rc.get("data") or {}) != sig:
             continue
+        try:
+            if _mode(rc) != mode:       # test-set and out-of-fold scores are not mixed
+                continue
+        except UserError:
+            continue
         key = (str(rc["method"]), rc.get("seed"))
         if key not in newest or _mtime(rd) > _mtime(newest[key]):
             newest[key] = rd
     out: dict[str, list[dict[str, Any]]] = {}
     for (method, seed), rd in sorted(newest.items(), key=lambda kv: str(kv[0])):
         with np.load(rd / SCORES) as z:
-            entry = {"run": str(rd), "seed": seed, "labels": z["labels"], "scores": z["scores"]}
+            entry = {"run": str(rd), "seed": seed, **{n: z[n] for n in z.files}}
         out.setdefault(method, []).append(entry)
     return {m: out[m] for m in METHODS if m in out}
 
@@ -435,47 +727,109 @@ def _mtime(rd: Path) -> float:
     return (rd / SCORES).stat().st_mtime
 
 
+def _null(v: Any) -> Any:
+    """``v`` with every non-finite float replaced by ``None`` (metrics.json holds no NaN/inf;
+    e.g. a rejection with FPR 0, or a max SIC where no point passes the FPR floor)."""
+    if isinstance(v, dict):
+        return {k: _null(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_null(x) for x in v]
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def _run_metrics(e: dict[str, Any], floor: float) -> dict[str, Any]:
+    """One run's numbers from its scores: ROC/SIC, the significance gain of cuts at fixed
+    background efficiency and, with scored sidebands, the sideband flatness of those cuts."""
+    from flowctl.anomaly.sculpting import sideband_flatness
+    from flowctl.metrics.sic import anomaly_metrics, selection_at_fpr
+
+    m: dict[str, Any] = dict(anomaly_metrics(e["labels"], e["scores"], floor))
+    for f in CUT_FPRS:
+        sel = selection_at_fpr(e["labels"], e["scores"], f)
+        m[f"gain_at_fpr{f:g}"] = sel["gain"]
+        m[f"tpr_at_fpr{f:g}"] = sel["tpr"]
+        e.setdefault("thresholds", []).append(sel["threshold"])
+        if "sb_scores" in e and len(e["sb_scores"]):
+            fl = sideband_flatness(e["sb_mjj"], e["sb_scores"], sel["threshold"],
+                                   e["bins"])
+            m[f"sb_efficiency_at_fpr{f:g}"] = fl["efficiency"]
+            if fl["chi2_ndf"] is not None:
+                m[f"sb_chi2_ndf_at_fpr{f:g}"] = fl["chi2_ndf"]
+    return m
+
+
 def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """ROC (rejection 1/FPR) and SIC curves of every method that has run on this data (median
     and 16-84 % band over runs/seeds), with max SIC (FPR floor), rejection at TPR 0.2 / 0.5,
-    and the max SIC of the median curve, into metrics.json and plots/roc_sic.png."""
+    the max SIC of the median curve (only with at least ``eval.min_runs`` runs, default 5),
+    and the significance gain of cuts keeping 1 % and 0.1 % of the SR background; for
+    data-only runs also the sideband mjj shape before/after those cuts (sculpting). Into
+    metrics.json and plots/roc_sic.png (+ plots/sculpting.png)."""
+    from flowctl.anomaly.sculpting import mjj_bins
     from flowctl.anomaly.summary import format_table, max_sic_of_median, summarize_runs
-    from flowctl.metrics.sic import FPR_FLOOR, anomaly_metrics, roc_curve
+    from flowctl.metrics.sic import FPR_FLOOR, roc_curve
 
     ev = dict(cfg.get("eval") or {})
     floor = float(ev.get("fpr_floor", FPR_FLOOR))
+    min_runs = ev.get("min_runs", 5)
+    if isinstance(min_runs, bool) or not isinstance(min_runs, int) or min_runs < 1:
+        raise UserError(f"eval.min_runs must be a positive integer, got {min_runs!r}")
+    mode = _mode(cfg)
     runs = _gather(cfg, run_dir)
     if not runs:
         raise UserError(f"no anomaly scores on this data yet ({run_dir / SCORES} missing): run "
                         "`flowctl train` (and, for CATHODE, `sample` and `classify`) first")
+    sr = [float(v) for v in (cfg["data"].get("sr") or (3.3, 3.7))]
+    bins = mjj_bins(sr, float(ev.get("sculpt_width", 0.8)))
     per_run: list[dict[str, dict[str, Any]]] = []
     curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     table: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     for method, entries in runs.items():
+        kept = []
         for e in entries:
-            m = anomaly_metrics(e["labels"], e["scores"], floor)
-            per_run.append({method: m})
+            if not 0 < int(np.sum(e["labels"])) < len(e["labels"]):
+                skipped[e["run"]] = "labels of one class only (no ROC)"
+                continue
+            e["bins"] = bins
+            per_run.append({method: _run_metrics(e, floor)})
             fpr, tpr, _ = roc_curve(e["labels"], e["scores"])
             curves.setdefault(method, []).append((fpr, tpr))
-        table[method] = {"runs": [e["run"] for e in entries],
-                         "seeds": [e["seed"] for e in entries]}
+            kept.append(e)
+        if kept:
+            table[method] = {"runs": [e["run"] for e in kept],
+                             "seeds": [e["seed"] for e in kept]}
+    if not per_run:
+        raise UserError(f"no run on this data has scores of both classes: {skipped}")
     summary = summarize_runs(per_run)
     for method, c in curves.items():
-        best, at_tpr, at_fpr = max_sic_of_median(c, fpr_floor=floor,
-                                                 min_runs=int(ev.get("min_runs", 1)))
-        summary[method]["max_sic_of_median"] = best
-        summary[method]["max_sic_of_median_tpr"] = at_tpr
-        summary[method]["max_sic_of_median_fpr"] = at_fpr
+        best, at_tpr, at_fpr = max_sic_of_median(c, fpr_floor=floor, min_runs=min_runs)
+        summary[method]["max_sic_of_median"] = _null(best)
+        summary[method]["max_sic_of_median_tpr"] = _null(at_tpr)
+        summary[method]["max_sic_of_median_fpr"] = _null(at_fpr)
+        if len(c) < min_runs:
+            summary[method]["note"] = (f"{len(c)} run(s) < eval.min_runs={min_runs}: no max "
+                                       "SIC of the median curve; per-run numbers only")
         summary[method].update(table[method])
     plots = []
     if is_main_process() and ev.get("plots", True):
-        from flowctl.plots.anomaly import roc_sic_figure
+        from flowctl.plots.anomaly import roc_sic_figure, sculpting_figure
         from flowctl.plots.density import save
 
         plots.append(str(save(roc_sic_figure(curves, fpr_floor=floor),
                               run_dir / "plots" / "roc_sic.png")))
-    out = {"command": "evaluate", "fpr_floor": floor, "methods": summary, "plots": plots}
-    update_metrics_json(run_dir, {"evaluate": out})
+        firsts = {m: es[0] for m, es in runs.items()
+                  if es and "sb_scores" in es[0] and "thresholds" in es[0]}
+        if firsts:
+            panels = {m: (e["mjj"], e["scores"], e["sb_mjj"], e["sb_scores"],
+                          dict(zip(CUT_FPRS, e["thresholds"]))) for m, e in firsts.items()}
+            plots.append(str(save(sculpting_figure(panels, bins, sr),
+                                  run_dir / "plots" / "sculpting.png")))
+    out = {"command": "evaluate", "mode": mode, "fpr_floor": floor, "min_runs": min_runs,
+           "methods": summary, "plots": plots}
+    if skipped:
+        out["skipped"] = skipped
+    update_metrics_json(run_dir, {"evaluate": _null(out)})
     if is_main_process():
         print(format_table(summary))
         if plots:

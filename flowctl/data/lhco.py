@@ -12,7 +12,10 @@ splitting). It is read here with h5py only, for both layouts that ``DataFrame.to
   ``data_columns``, one field per column.
 
 pandas and PyTables are therefore not needed at run time. :func:`write_pandas_fixed` writes the
-fixed layout (used by the synthetic generator, :mod:`flowctl.data.synth.lhco`).
+fixed layout (used by the synthetic generator, :mod:`flowctl.data.synth.lhco`) and
+:func:`write_pandas_table` the table layout (``to_hdf(..., format="table", index=False)``);
+``pandas.read_hdf`` 3.1 reads both back unchanged (checked by ``tests/lhco`` when pandas and
+PyTables are installed).
 
 CATHODE features (arXiv:2109.00546; reference/anomaly.md §1.3), masses in **TeV**, jets ordered
 by mass (``j1`` the lighter)::
@@ -47,6 +50,7 @@ __all__ = [
     "sideband_mask",
     "signal_region_mask",
     "write_pandas_fixed",
+    "write_pandas_table",
 ]
 
 #: Columns of the R&D features file, in the file's order (GeV).
@@ -235,6 +239,59 @@ def write_pandas_fixed(path: str | Path, columns: Mapping[str, np.ndarray],
                    {**array, "kind": "integer", "name": b"N."})
         _set_attrs(_string_dataset(g, "block0_items", names), strings)
         _set_attrs(g.create_dataset("block0_values", data=vals), array)
+    tmp.replace(p)
+    return p
+
+
+def _pickle0(obj: object) -> bytes:
+    """Protocol-0 pickle of plain lists/tuples/dicts of str and int, as pandas stores its
+    table metadata (written, never read back with pickle)."""
+    import pickle
+
+    return pickle.dumps(obj, protocol=0)
+
+
+def write_pandas_table(path: str | Path, columns: Mapping[str, np.ndarray],
+                       key: str = "df") -> Path:
+    """Write ``{column: [N] float array}`` as ``DataFrame.to_hdf(path, key=key,
+    format="table", index=False)`` does (one float64 values block, RangeIndex, no PyTables
+    index), with h5py: a compound dataset ``KEY/table`` of ``(index, values_block_0 [k])``
+    plus the group and table attributes pandas reads (text as UTF-8 strings, pickled
+    metadata as ASCII bytes, as PyTables stores them)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    names = list(columns)
+    vals = np.stack([np.asarray(columns[c], np.float64) for c in names], axis=1)
+    n = vals.shape[0]
+    dt = np.dtype([("index", "<i8"), ("values_block_0", "<f8", (len(names),))])
+    rows = np.zeros(n, dt)
+    rows["index"] = np.arange(n)
+    rows["values_block_0"] = vals
+    tmp = p.with_name(p.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        _set_attrs(f, {"CLASS": "GROUP", "PYTABLES_FORMAT_VERSION": "2.1", "TITLE": "",
+                       "VERSION": "1.0"})
+        g = f.create_group(key)
+        _set_attrs(g, {
+            "CLASS": "GROUP", "TITLE": "", "VERSION": "1.0",
+            "data_col_nan_rep": np.uint8(1), "data_columns": _pickle0([]),
+            "encoding": "UTF-8", "errors": "strict",
+            "index_cols": _pickle0([(0, "index")]),
+            "info": _pickle0({1: {"names": [None], "type": "Index"}, "index": {},
+                              "values_block_0": {}}),
+            "levels": np.int64(1), "mi_level_nan_rep": np.uint8(0), "nan_rep": "N.",
+            "non_index_axes": _pickle0([(1, names)]), "pandas_type": "frame_table",
+            "table_type": "appendable_frame", "values_cols": _pickle0(["values_block_0"]),
+        })
+        t = g.create_dataset("table", data=rows, maxshape=(None,),
+                             chunks=(max(1, min(n, 4096)),))
+        _set_attrs(t, {
+            "CLASS": "TABLE", "FIELD_0_FILL": np.int64(0), "FIELD_0_NAME": "index",
+            "FIELD_1_FILL": np.float64(0.0), "FIELD_1_NAME": "values_block_0",
+            "NROWS": np.int64(n), "TITLE": "", "VERSION": "2.7", "index_kind": "integer",
+            "values_block_0_dtype": "float64", "values_block_0_kind": _pickle0(names),
+            "values_block_0_meta": "N.",
+        })
     tmp.replace(p)
     return p
 

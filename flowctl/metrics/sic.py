@@ -33,6 +33,7 @@ __all__ = [
     "rejection_band",
     "roc_curve",
     "roc_pairs",
+    "selection_at_fpr",
     "sic_band",
     "sic_curve",
 ]
@@ -214,3 +215,27 @@ def _band(grid: np.ndarray, a: np.ndarray, min_runs: int
         med, lo, hi = np.nanquantile(a, [0.5, 0.16, 0.84], axis=0)
     nan = np.full_like(grid, np.nan)
     return grid, np.where(ok, med, nan), np.where(ok, lo, nan), np.where(ok, hi, nan)
+
+
+def selection_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> dict[str, float]:
+    """The cut ``score >= threshold`` that keeps a fraction ``fpr`` of the background
+    (label 0), and what it does to the signal: ``{"threshold", "fpr", "tpr", "n_sig",
+    "n_bkg", "n_sig_cut", "n_bkg_cut", "s_over_sqrt_b", "s_over_sqrt_b_cut", "gain"}``.
+
+    The threshold is the ``ceil(fpr · N_B)``-th highest background score, so the kept
+    fraction is ``fpr`` up to ties (the achieved ``fpr`` is returned). ``gain`` = (S/√B after
+    the cut) / (S/√B before) = TPR/√FPR, the SIC at that background efficiency: the factor a
+    bump hunt's significance gains from the cut."""
+    if not 0.0 < fpr <= 1.0:
+        raise ValueError(f"fpr must be in (0, 1], got {fpr}")
+    y, s = _check(labels, scores)
+    bkg = np.sort(s[~y])[::-1]
+    n_keep = max(1, int(np.ceil(fpr * len(bkg) - 1e-9)))
+    thr = float(bkg[n_keep - 1])
+    cut = s >= thr
+    n_s, n_b = int(y.sum()), int((~y).sum())
+    k_s, k_b = int((cut & y).sum()), int((cut & ~y).sum())
+    return {"threshold": thr, "fpr": k_b / n_b, "tpr": k_s / n_s, "n_sig": n_s, "n_bkg": n_b,
+            "n_sig_cut": k_s, "n_bkg_cut": k_b, "s_over_sqrt_b": n_s / np.sqrt(n_b),
+            "s_over_sqrt_b_cut": k_s / np.sqrt(k_b),
+            "gain": (k_s / n_s) / np.sqrt(k_b / n_b)}

@@ -19,6 +19,7 @@ from flowctl.data.lhco import (
     sideband_mask,
     signal_region_mask,
     write_pandas_fixed,
+    write_pandas_table,
 )
 from flowctl.data.table import DataError
 
@@ -66,6 +67,12 @@ def test_writer_layout(tmp_path: Path) -> None:
         assert g["block0_values"].shape == (2, 15)
         assert [c.decode() for c in g["axis0"][()]] == list(RAW_COLUMNS)
     assert list(read_pandas_hdf(p)) == list(RAW_COLUMNS)
+    t = write_pandas_table(tmp_path / "t.h5", _cols(ROWS))
+    with h5py.File(t) as f:
+        assert f["df"].attrs["pandas_type"] in ("frame_table", b"frame_table")
+        assert f["df/table"].dtype.names == ("index", "values_block_0")
+        assert f["df/table"].shape == (2,)
+    np.testing.assert_array_equal(read_lhco_raw(t), read_lhco_raw(p))
 
 
 def test_pandas_round_trip(tmp_path: Path) -> None:
@@ -78,6 +85,11 @@ def test_pandas_round_trip(tmp_path: Path) -> None:
     write_pandas_fixed(tmp_path / "w.h5", _cols(x))
     back = pd.read_hdf(tmp_path / "w.h5")
     assert back.equals(df)
+    # our table writer -> pandas (also a `where` query, which needs the table layout)
+    write_pandas_table(tmp_path / "wt.h5", _cols(x))
+    np.testing.assert_array_equal(pd.read_hdf(tmp_path / "wt.h5").to_numpy(), x)
+    assert list(pd.read_hdf(tmp_path / "wt.h5").columns) == list(RAW_COLUMNS)
+    assert len(pd.read_hdf(tmp_path / "wt.h5", where="index < 5")) == 5
     # pandas fixed / table / table with data_columns -> our reader
     df.to_hdf(tmp_path / "fixed.h5", key="df", format="fixed")
     df.to_hdf(tmp_path / "table.h5", key="events", format="table")

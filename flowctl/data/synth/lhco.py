@@ -38,7 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-from flowctl.data.lhco import RAW_COLUMNS, SR, load_lhco, signal_region_mask, write_pandas_fixed
+from flowctl.data.lhco import (
+    RAW_COLUMNS,
+    SR,
+    load_lhco,
+    signal_region_mask,
+    write_pandas_fixed,
+    write_pandas_table,
+)
 
 __all__ = ["FILES", "background", "signal", "write_all"]
 
@@ -150,17 +157,22 @@ def signal(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
     return _assemble(rng, mjj, mx, my, t[0], t[1], 1.0, shift)
 
 
-def _write(path: Path, raw: np.ndarray) -> Path:
-    return write_pandas_fixed(path, {c: raw[:, j] for j, c in enumerate(RAW_COLUMNS)})
+def _write(path: Path, raw: np.ndarray, fmt: str = "fixed") -> Path:
+    cols = {c: raw[:, j] for j, c in enumerate(RAW_COLUMNS)}
+    if fmt == "table":
+        return write_pandas_table(path, cols)
+    if fmt != "fixed":
+        raise ValueError(f"fmt must be 'fixed' or 'table', got {fmt!r}")
+    return write_pandas_fixed(path, cols)
 
 
 def write_all(out: str | Path, n: int, signal_fraction: float = 0.001, seed: int = 0,
               shift: float = 0.0, n_extra_bkg: int | None = None,
-              n_extra_sig: int | None = None) -> dict[str, Path]:
+              n_extra_sig: int | None = None, fmt: str = "fixed") -> dict[str, Path]:
     """Write the three :data:`FILES` under ``out``: ``n`` background events with
     ``round(signal_fraction·n)`` signal injected, ``n_extra_bkg`` (default ``0.3·n``) SR-only
-    QCD and ``n_extra_sig`` (default ``0.06·n``) signal. Same seed → same events for any
-    ``shift``."""
+    QCD and ``n_extra_sig`` (default ``0.06·n``) signal, in pandas' ``fmt`` layout
+    (``fixed``, the R&D file's, or ``table``). Same seed → same events for any ``shift``."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     n_sig = round(signal_fraction * n)
@@ -168,9 +180,10 @@ def write_all(out: str | Path, n: int, signal_fraction: float = 0.001, seed: int
     n_es = int(0.06 * n) if n_extra_sig is None else n_extra_sig
     data = np.concatenate([background(rng, n, shift), signal(rng, n_sig, shift)])
     return {
-        "data": _write(out / FILES["data"], data),
-        "extra_bkg": _write(out / FILES["extra_bkg"], background(rng, n_eb, shift, window=SR)),
-        "extra_sig": _write(out / FILES["extra_sig"], signal(rng, n_es, shift)),
+        "data": _write(out / FILES["data"], data, fmt),
+        "extra_bkg": _write(out / FILES["extra_bkg"], background(rng, n_eb, shift, window=SR),
+                            fmt),
+        "extra_sig": _write(out / FILES["extra_sig"], signal(rng, n_es, shift), fmt),
     }
 
 
@@ -186,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-extra-bkg", type=int, default=None, help="SR-only QCD (default 0.3 n)")
     ap.add_argument("--n-extra-sig", type=int, default=None, help="extra signal (0.06 n)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--format", choices=("fixed", "table"), default="fixed",
+                    help="pandas HDF5 layout (the R&D file is 'fixed')")
     args = ap.parse_args(argv)
     if args.n < 1 or not 0.0 <= args.signal_fraction <= 10.0:
         ap.error("--n must be >= 1 and --signal-fraction in [0, 10]")
     t0 = time.perf_counter()
     paths = write_all(args.out, args.n, args.signal_fraction, args.seed, args.shift,
-                      args.n_extra_bkg, args.n_extra_sig)
+                      args.n_extra_bkg, args.n_extra_sig, args.format)
     x = load_lhco(paths["data"])
     sr = signal_region_mask(x[:, 0])
     s, b = int(x[sr, 5].sum()), int(sr.sum() - x[sr, 5].sum())
