@@ -511,9 +511,11 @@ class _Run:
 
     def _check_result(self) -> None:
         """A run that took no optimizer step, or never reached a finite monitored loss, fails."""
-        if self.step == 0:
+        ran = len(self.history) > self.history_at_start
+        if self.step == 0 or (ran and self.step == self.step_at_start):
             raise TrainingError(
-                f"no optimizer step was taken: all {self.skipped} batch(es) gave a non-finite "
+                f"no optimizer step was taken: all {self.skipped - self.skipped_at_start} "
+                "batch(es) gave a non-finite "
                 "loss or gradient; check the data (NaN/inf values, constant columns, too few "
                 "rows) and trainer.lr")
         if self.best is None:
@@ -556,6 +558,8 @@ class _Run:
                     f.unlink(missing_ok=True)
 
     def run(self) -> dict[str, Any]:
+        self.step_at_start, self.skipped_at_start = self.step, self.skipped
+        self.history_at_start = len(self.history)
         wrapped = D.wrap(self.model, self.loss_fn, self.ctx, self.device)
         self._snapshot()
         stopped: str | None = None
