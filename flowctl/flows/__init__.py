@@ -6,15 +6,18 @@ Transforms map data to latent: ``forward(x, context) -> (z, log|det dz/dx|)`` an
 
 from .autoregressive import MaskedAutoregressive, iaf_layer
 from .build import DEFAULTS, build
+from .continuous import ContinuousFlow, ContinuousTransform, VectorField
 from .core import Chain, Flow, Inverse, Transform, broadcast_context
 from .coupling import MLP, Coupling, alternating_masks, binary_masks
 from .distributions import BoxUniform, StandardNormal, make_base
 from .elementwise import RQS, Affine, ElementwiseFamily, UnitRQS, make_family
 from .made import MADE, MaskedLinear
+from .monotonic import Sigmoidal
 from .normalization import ActNorm, BatchNorm
 from .permutations import Permutation, make_permutations
 from .preprocessing import Logit, MinMax, Standardize
 from .splines import rational_quadratic_spline, unconstrained_rqs, unit_rqs
+from .symmetry import SymmetricFlow, make_symmetric
 
 __all__ = [
     "DEFAULTS",
@@ -26,6 +29,8 @@ __all__ = [
     "BatchNorm",
     "BoxUniform",
     "Chain",
+    "ContinuousFlow",
+    "ContinuousTransform",
     "Coupling",
     "ElementwiseFamily",
     "Flow",
@@ -35,10 +40,13 @@ __all__ = [
     "MaskedLinear",
     "MinMax",
     "Permutation",
+    "Sigmoidal",
     "StandardNormal",
     "Standardize",
+    "SymmetricFlow",
     "Transform",
     "UnitRQS",
+    "VectorField",
     "alternating_masks",
     "binary_masks",
     "broadcast_context",
@@ -47,6 +55,7 @@ __all__ = [
     "make_base",
     "make_family",
     "make_permutations",
+    "make_symmetric",
     "rational_quadratic_spline",
     "unconstrained_rqs",
     "unit_rqs",

@@ -25,6 +25,7 @@ from .monotonic import Sigmoidal
 from .normalization import make_norm
 from .permutations import Permutation, make_permutations
 from .preprocessing import make_preprocessing
+from .symmetry import SymmetricFlow, make_symmetric
 
 KINDS = ("coupling", "maf", "iaf", "cnf")
 
@@ -50,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "mask": "alternating",   # coupling masks: alternating | binary (i-flow)
     "standardize": False,    # shorthand for preprocessing: [{kind: standardize}]
     "preprocessing": [],     # [{kind: minmax|logit|standardize, ...}, ...] applied first
+    "symmetry": None,        # {group: dihedral, order: K} | {group: sign} | {group: permutation, particles: P}
     # cnf (transforms, transform, bins, permutation, norm, mask are not used):
     "trace": "exact",        # exact | hutchinson (training only; evaluation is exact)
     "solver": "dopri5",      # torchdiffeq method
@@ -75,9 +77,14 @@ def _int(spec: Mapping[str, Any], key: str, minimum: int) -> int:
     return value
 
 
-def build(spec: Mapping[str, Any]) -> Flow:
-    """Build a :class:`Flow` from a dict; see ``DEFAULTS`` for the keys and their defaults."""
+def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow:
+    """Build a :class:`Flow` from a dict; see ``DEFAULTS`` for the keys and their defaults.
+
+    With ``symmetry``, the flow is wrapped in a :class:`SymmetricFlow` (same interface)."""
     _check_keys(spec)
+    if spec.get("symmetry") is not None:
+        inner = build({k: v for k, v in spec.items() if k != "symmetry"})
+        return make_symmetric(inner, spec["symmetry"])
     s = {**DEFAULTS, **dict(spec)}
     kind = s["kind"]
     if kind not in KINDS:
