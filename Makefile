@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test lint bench data clean install help caloflow caloflow-tiny caloflow-cpu integrate-bench bench-integration \
-	cathode cathode-tiny cathode-cpu gaia gaia-tiny
+	cathode cathode-tiny cathode-cpu cathode-scan cathode-scan-gpu gaia gaia-tiny
 
 help:
 	@echo "make demo   - create $(VENV), install flowctl, train/sample/evaluate the quickstart (~2 min)"
@@ -22,6 +22,7 @@ help:
 	@echo "make cathode-tiny - all five anomaly methods (CATHODE, ANODE, CWoLa, idealized, supervised) in minutes on CPU"
 	@echo "make cathode SEEDS=0,1,2,3,4 - the same with the paper settings (GPU-sized), one run per seed"
 	@echo "make cathode-cpu - 5 seeds x 5 methods, CPU-sized (configs/preset/cpu.yaml), default + shifted data"
+	@echo "make cathode-scan - injection scan n_sig 3000..300 x 5 seeds, CATHODE/ANODE/CWoLa on data alone (k-fold), CPU preset (many hours)"
 	@echo "make gaia-tiny - Gaia stream search (synthetic patch, ANODE, purity) in about a minute on CPU"
 	@echo "make gaia   - the same with the realistic settings (21 windows; GPU-sized)"
 	@echo "make integrate-bench - flowctl integrate vs VEGAS vs plain MC at 150k calls, 3 seeds (~1 h on 1 core)"
@@ -136,6 +137,20 @@ cathode-cpu: install
 	test -f data/lhco/shifted/events_anomalydetection_v2.features.h5 || $(PY) -m flowctl.data.synth.lhco --out data/lhco/shifted --n $(LHCO_N) --signal-fraction 0.001 --shift 0.1
 	$(PY) benchmarks/anomaly.py --data data/lhco --tag default --preset cpu
 	$(PY) benchmarks/anomaly.py --data data/lhco/shifted --tag shifted --preset cpu
+
+# Signal-injection scan on data alone (README "Anomaly detection", docs/anomaly.md): one R&D-format
+# file with 3000 signal events; each point keeps data.n_sig of them and scores the SR out-of-fold.
+LHCO_SCAN := data/lhco-scan
+SCAN_SEEDS ?= 0 1 2 3 4
+SCAN_JOBS ?= 2
+SCAN_NSIG ?= 3000 1500 1000 600 300
+cathode-scan: install
+	test -f $(LHCO_SCAN)/events_anomalydetection_v2.features.h5 || $(PY) -m flowctl.data.synth.lhco --out $(LHCO_SCAN) --n $(LHCO_N) --signal-fraction 0.003 --n-extra-bkg 1 --n-extra-sig 1
+	$(PY) benchmarks/anomaly_scan.py --data $(LHCO_SCAN)/events_anomalydetection_v2.features.h5 --tag cpu --preset scan_cpu --n-sig $(SCAN_NSIG) --seeds $(SCAN_SEEDS) --jobs $(SCAN_JOBS)
+
+cathode-scan-gpu: install
+	test -f $(LHCO_SCAN)/events_anomalydetection_v2.features.h5 || $(PY) -m flowctl.data.synth.lhco --out $(LHCO_SCAN) --n $(LHCO_N) --signal-fraction 0.003 --n-extra-bkg 1 --n-extra-sig 1
+	$(PY) benchmarks/anomaly_scan.py --data $(LHCO_SCAN)/events_anomalydetection_v2.features.h5 --tag paper --preset none --n-sig $(SCAN_NSIG) --seeds $(SCAN_SEEDS) --extra classifier.device=cuda
 
 # Gaia stellar streams (README "Stellar streams in Gaia"): synthetic patch -> ANODE -> purity.
 GAIA_TINY := outputs/gaia-tiny
