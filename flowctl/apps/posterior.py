@@ -192,7 +192,8 @@ def _observations(cfg: dict[str, Any], x_dim: int) -> tuple[np.ndarray, str, np.
 def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """``n`` posterior draws per observation into ``run_dir/posterior_samples.h5``:
     ``samples [M, n, P]``, ``observed [M, X]`` (and ``theta_true`` for a simulated one)."""
-    import h5py
+    from flowctl.apps.common import check_finite
+    from flowctl.atomic import write_h5
 
     n = int(cfg.get("n", 1000))
     if n <= 0:
@@ -203,16 +204,13 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     s, _ = sample_posterior(flow, cfg, x, n)
     dt = time.perf_counter() - t0
+    check_finite(s, "posterior samples", run_dir)
     path = run_dir / "posterior_samples.h5"
     if is_main_process():
-        tmp = path.with_name(f".{path.name}.tmp")
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("samples", data=s, compression="gzip", compression_opts=1)
-            f.create_dataset("observed", data=x)
-            if th_true is not None:
-                f.create_dataset("theta_true", data=th_true)
-            f.attrs["source"] = source
-        tmp.replace(path)
+        sets = {"samples": s, "observed": x}
+        if th_true is not None:
+            sets["theta_true"] = th_true
+        write_h5(path, sets, {"source": source})
     out = {"command": "sample", "observed": source, "n_observations": len(x), "n": n,
            "file": str(path), "seconds": round(dt, 3),
            "posterior_mean": s.mean(1).tolist()[:10], "posterior_std": s.std(1).tolist()[:10]}
