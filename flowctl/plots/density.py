@@ -16,12 +16,17 @@ __all__ = ["density_heatmaps", "loss_curve", "samples_figure", "save"]
 
 
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG (creating the folder) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    """Write ``fig`` as PNG (atomically, creating the folder) and close it."""
+    import io
+
+    from flowctl.atomic import write_bytes
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return write_bytes(path, buf.getvalue(), fsync=False)
 
 
 def density_heatmaps(xs: np.ndarray, ys: np.ndarray, log_q: np.ndarray,

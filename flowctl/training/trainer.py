@@ -9,7 +9,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import random
 import signal
 import threading
@@ -29,6 +28,8 @@ from torch.utils.data import (
     Subset,
     TensorDataset,
 )
+
+from flowctl.atomic import write_text
 
 from . import distributed as D
 from .checkpoint import (
@@ -325,10 +326,7 @@ class _Run:
 
     # ---------------------------------------------------------------- metrics
     def _rewrite_metrics(self) -> None:
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as fh:
-            fh.writelines(json.dumps(rec) + "\n" for rec in self.history)
-        os.replace(tmp, self.metrics_path)
+        write_text(self.metrics_path, "".join(json.dumps(rec) + "\n" for rec in self.history))
 
     def _append_metrics(self, rec: dict[str, Any]) -> None:
         if self.ctx.is_main:
