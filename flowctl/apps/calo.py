@@ -121,12 +121,13 @@ def _epochs_list(cfg: dict[str, Any], key: str) -> None:
 
 def _check_trainer(tr: dict[str, Any], key: str) -> None:
     from flowctl.training import config as tc
+    from flowctl.training.errors import TrainingError
 
     try:
         if hasattr(tc, "check_values"):
             tc.check_values(tr, prefix=key)
         tc.validate_config(tr)
-    except (tc.TrainingError, ValueError, TypeError) as exc:
+    except (TrainingError, ValueError, TypeError) as exc:
         msg = str(exc)
         raise UserError(msg if key in msg else f"{key}: {msg}") from None
 
@@ -1180,6 +1181,10 @@ def distill(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                    last_terms=last)
     out["wall_s"] = round(time.perf_counter() - t0, 2)
     update_metrics_json(out_dir, {"distill": out})
+    if out_dir.resolve() != run_dir.resolve() and is_main_process():
+        from flowctl.rundir import mark_complete
+
+        mark_complete(out_dir, "distill")  # TEACHER/student is a run of its own
     if is_main_process():
         kl = out["best_kl"]
         extra = (f" (first layer {out['first_best_kl']:.4g})"
