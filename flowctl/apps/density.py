@@ -96,26 +96,40 @@ def _nll_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.
     return -model.log_prob(batch[0]).mean()
 
 
-LOSSES = ("nll", "flow_matching", "flow_matching_ot")
+LOSSES = ("nll", "flow_matching", "flow_matching_ot", "mflow")
 
 
 def _loss_name(cfg: dict[str, Any]) -> str:
-    """``trainer.loss`` (default: flow_matching for a cnf, else nll), checked against the flow."""
+    """``trainer.loss`` (default: flow_matching for a cnf, the two-phase mflow loss for an
+    mflow, else nll), checked against the flow."""
     kind = (cfg.get("flow") or {}).get("kind")
     name = (cfg.get("trainer") or {}).get("loss")
     if name is None:
-        name = "flow_matching" if kind == "cnf" else "nll"
+        name = {"cnf": "flow_matching", "mflow": "mflow"}.get(kind, "nll")
     if name not in LOSSES:
         raise UserError(f"trainer.loss={name!r}: expected one of {', '.join(LOSSES)}")
-    if name != "nll" and kind != "cnf":
+    if name.startswith("flow_matching") and kind != "cnf":
         raise UserError(f"trainer.loss={name!r} needs flow.kind=cnf (flow={kind!r} trains by nll)")
+    if (name == "mflow") != (kind == "mflow"):
+        raise UserError(f"trainer.loss={name!r} with flow.kind={kind!r}: an mflow trains by "
+                        "the two-phase loss 'mflow' only, and only an mflow does")
     return name
 
 
-def _flow_matching_loss(name: str):
+def _objective_loss(name: str):
     def loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return model(batch[0], objective=name).mean()  # through forward: DDP-safe
     return loss
+
+
+@torch.no_grad()
+def _reconstruction_mse(flow: torch.nn.Module, x: np.ndarray, batch: int = 8192) -> float:
+    """Mean over rows of ``|x - project(x)|²`` (an mflow's distance to its manifold)."""
+    out = []
+    for i in range(0, len(x), batch):
+        xb = torch.as_tensor(x[i:i + batch], dtype=torch.float32)
+        out.append((xb - flow.project(xb)).pow(2).sum(1).double().numpy())
+    return float(np.mean(np.concatenate(out))) if out else float("nan")
 
 
 def _write_loss_curve(run_dir: Path) -> Path | None:
@@ -143,11 +157,20 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     seed_everything(int(cfg["trainer"].get("seed", 0)))
     flow = build_flow(cfg["flow"])
     flow.initialize(torch.from_numpy(data.train))
-    loss_fn = _nll_loss if loss_name == "nll" else _flow_matching_loss(loss_name)
     trainer_cfg = {k: v for k, v in dict(cfg["trainer"]).items() if k != "loss"}
-    summary = fit(flow, loss_fn, TensorDataset(torch.from_numpy(data.train)),
-                  TensorDataset(torch.from_numpy(data.val)), trainer_cfg, run_dir,
-                  run_config=cfg)
+    train_set = TensorDataset(torch.from_numpy(data.train))
+    val_set = TensorDataset(torch.from_numpy(data.val))
+    phases: dict[str, Any] = {}
+    if loss_name == "mflow":  # M-flow: the manifold by reconstruction, then the density on it
+        first = fit(flow, _objective_loss("reconstruction"), train_set, val_set, trainer_cfg,
+                    run_dir / "manifold", run_config=cfg)
+        phases["manifold_best_val_reconstruction"] = first.get("best_val_loss")
+        load_weights(flow, run_dir / "manifold", "best")
+        flow.train()
+        loss_fn = _objective_loss("latent_nll")  # the outer flow gets no gradient: frozen
+    else:
+        loss_fn = _nll_loss if loss_name == "nll" else _objective_loss(loss_name)
+    summary = fit(flow, loss_fn, train_set, val_set, trainer_cfg, run_dir, run_config=cfg)
     _write_loss_curve(run_dir)
     best_val_nll = summary.get("best_val_loss")
     if loss_name != "nll":  # the monitored loss is the flow-matching loss: score the data
@@ -161,6 +184,7 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "n_train": len(data.train),
         "parameters": sum(p.numel() for p in flow.parameters()),
         "loss": loss_name,
+        **phases,
         "best_val_loss": summary.get("best_val_loss"),
         "best_val_nll": best_val_nll,
         "best_epoch": summary.get("best_epoch"),
@@ -287,8 +311,11 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     lq_test = _log_prob(flow, data.test)
     m, se = nll(lq_test)
     out.update({"data": data.source, "n_test": len(data.test), "test_nll": m, "test_nll_se": se})
+    manifold = cfg["flow"].get("kind") == "mflow"  # its density lives on a d-dim manifold
+    if manifold:
+        out["test_reconstruction_mse"] = _reconstruction_mse(flow, data.test)
     truth = data.truth
-    if truth is not None and truth.exact:
+    if truth is not None and truth.exact and not manifold:
         n_kl = int(ev.get("n_kl", 100000))
         x = truth.sample(n_kl, np.random.default_rng([seed, 1000])).astype(np.float32)
         kl, kl_se = kl_divergence(truth.log_prob(x), _log_prob(flow, x))

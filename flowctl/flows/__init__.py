@@ -12,6 +12,7 @@ from .coupling import MLP, Coupling, alternating_masks, binary_masks
 from .distributions import BoxUniform, StandardNormal, make_base
 from .elementwise import RQS, Affine, ElementwiseFamily, UnitRQS, make_family
 from .made import MADE, MaskedLinear
+from .manifold import ManifoldFlow
 from .monotonic import Sigmoidal
 from .normalization import ActNorm, BatchNorm
 from .permutations import Permutation, make_permutations
@@ -36,6 +37,7 @@ __all__ = [
     "Flow",
     "Inverse",
     "Logit",
+    "ManifoldFlow",
     "MaskedAutoregressive",
     "MaskedLinear",
     "MinMax",

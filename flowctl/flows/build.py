@@ -21,16 +21,18 @@ from .core import Chain, Flow, Transform
 from .coupling import Coupling, alternating_masks, binary_masks
 from .distributions import make_base
 from .elementwise import ElementwiseFamily, make_family
+from .manifold import ManifoldFlow
 from .monotonic import Sigmoidal
 from .normalization import make_norm
 from .permutations import Permutation, make_permutations
 from .preprocessing import make_preprocessing
 from .symmetry import SymmetricFlow, make_symmetric
 
-KINDS = ("coupling", "maf", "iaf", "cnf")
+KINDS = ("coupling", "maf", "iaf", "cnf", "mflow")
+MFLOW_OWN = ("kind", "context", "latent", "latent_flow", "outer", "symmetry")
 
 DEFAULTS: dict[str, Any] = {
-    "kind": None,            # coupling | maf | iaf | cnf
+    "kind": None,            # coupling | maf | iaf | cnf | mflow
     "features": None,        # D
     "context": 0,            # C (0 = unconditional)
     "transforms": 5,         # number of coupling / autoregressive layers
@@ -59,6 +61,10 @@ DEFAULTS: dict[str, Any] = {
     "atol": 1.0e-6,
     "adjoint": False,        # adjoint-method gradients (memory independent of the steps)
     "step_size": 0.05,       # fixed-grid solvers (euler, rk4, ...)
+    # mflow: the other keys shape the outer (manifold) flow
+    "latent": None,          # d, the manifold's dimension (1 <= d < features)
+    "outer": "coupling",     # kind of the outer flow on R^n (coupling | maf)
+    "latent_flow": None,     # spec of the d-dim density flow (default: maf, 3 rqs layers)
 }
 
 
@@ -77,12 +83,14 @@ def _int(spec: Mapping[str, Any], key: str, minimum: int) -> int:
     return value
 
 
-def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow:
+def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow | ManifoldFlow:
     """Build a :class:`Flow` from a dict; see ``DEFAULTS`` for the keys and their defaults.
 
     With ``symmetry``, the flow is wrapped in a :class:`SymmetricFlow` (same interface)."""
     _check_keys(spec)
     if spec.get("symmetry") is not None:
+        if spec.get("kind") == "mflow":
+            raise ValueError("flow key 'symmetry' is not supported for kind 'mflow'")
         inner = build({k: v for k, v in spec.items() if k != "symmetry"})
         return make_symmetric(inner, spec["symmetry"])
     s = {**DEFAULTS, **dict(spec)}
@@ -104,6 +112,8 @@ def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow:
         pre.insert(0, make_preprocessing({"kind": "standardize"}, d))
     if kind == "cnf":
         return _build_cnf(s, spec, pre, base, d, c, hidden)
+    if kind == "mflow":
+        return _build_mflow(s, spec, d, c, hidden)
     perm_spec = s["permutation"]
     if perm_spec is None:
         perm_spec = "random" if kind == "coupling" else "reverse"
@@ -157,6 +167,20 @@ def _build_cnf(s: Mapping[str, Any], spec: Mapping[str, Any], pre: list[Transfor
                               rtol=s["rtol"], atol=s["atol"], adjoint=bool(s["adjoint"]),
                               step_size=s["step_size"])
     return ContinuousFlow(Chain([*pre, cnf]), make_base(base, d), features=d, context=c)
+
+
+def _build_mflow(s: Mapping[str, Any], spec: Mapping[str, Any], d: int, c: int,
+                 hidden: list[int]) -> ManifoldFlow:
+    if s["latent"] is None:
+        raise ValueError("kind 'mflow' needs the key 'latent' (the manifold's dimension)")
+    latent = _int(s, "latent", 1)
+    if s["outer"] not in ("coupling", "maf"):
+        raise ValueError(f"flow key 'outer' must be coupling or maf, got {s['outer']!r}")
+    outer_spec = {k: v for k, v in spec.items() if k not in MFLOW_OWN}
+    outer = build({**outer_spec, "kind": s["outer"], "features": d}).transform
+    inner = {"kind": "maf", "transforms": 3, "hidden": hidden, "transform": "rqs",
+             **dict(s["latent_flow"] or {}), "features": latent, "context": c}
+    return ManifoldFlow(outer, build(inner), features=d, latent=latent)
 
 
 def _family(s: Mapping[str, Any], domain: str) -> ElementwiseFamily:
