@@ -883,6 +883,7 @@ def _run_view(stack: contextlib.ExitStack, inv: Invocation, run_path: Path) -> t
     if not inv.show_only and not is_complete(run_path) and inv.run is not None:
         print(f"warning: run {run_path} did not finish (failed or interrupted); reading its "
               "last checkpoints", file=sys.stderr)
+    trusted = frozenset(o.split("=", 1)[0].lstrip("+~") for o in inv.overrides)
     try:
         if inv.out is not None or not is_writable(run_path):
             if inv.out is not None:
@@ -893,11 +894,11 @@ def _run_view(stack: contextlib.ExitStack, inv: Invocation, run_path: Path) -> t
                 out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flowctl-")))
                 print(f"warning: run directory {run_path} is not writable: results are printed "
                       "only; pass out=DIR to keep files", file=sys.stderr)
-            view = stack.enter_context(overlay(run_path, out)).resolve()
+            view = stack.enter_context(overlay(run_path, out, trusted)).resolve()
             if _is_main() and not inv.show_only:
                 stack.enter_context(_run_lock(view, inv.command))
             return view, view
-        cfg = sanitized_config(run_path)
+        cfg = sanitized_config(run_path, trusted)
     except RunConfigError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:

@@ -128,7 +128,7 @@ def is_writable(run_dir: str | Path) -> bool:
 # --------------------------------------------------------------------------- reading a run
 
 
-def _check_plain(node: Any, where: str, path: Path) -> Any:
+def _check_plain(node: Any, where: str, path: Path, trusted: frozenset[str]) -> Any:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
@@ -137,10 +137,14 @@ def _check_plain(node: Any, where: str, path: Path) -> Any:
                 raise RunConfigError(
                     f"{path}: refusing to read this run: key {key} would make Hydra instantiate "
                     "an object; a run's config.yaml holds plain values only")
-            out[str(k)] = _check_plain(v, key, path)
+            if k == "target" and isinstance(v, str) and v.strip() and key not in trusted:
+                raise RunConfigError(
+                    f"{path}: {key}={v!r} imports and runs code of the run's author; if you "
+                    f"trust it, pass {key}={v} on the command line")
+            out[str(k)] = _check_plain(v, key, path, trusted)
         return out
     if isinstance(node, list):
-        return [_check_plain(v, f"{where}[{i}]", path) for i, v in enumerate(node)]
+        return [_check_plain(v, f"{where}[{i}]", path, trusted) for i, v in enumerate(node)]
     if isinstance(node, str):
         return node.replace("${", "\\${")  # literal text, never an interpolation
     if node is None or isinstance(node, (bool, int, float)):
@@ -148,12 +152,14 @@ def _check_plain(node: Any, where: str, path: Path) -> Any:
     raise RunConfigError(f"{path}: {where} holds a {type(node).__name__}, not a plain value")
 
 
-def sanitized_config(run_dir: str | Path) -> dict[str, Any]:
+def sanitized_config(run_dir: str | Path, trusted: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The plain values of ``run_dir/config.yaml``, safe to hand to Hydra as data.
 
     A ``hydra:`` section, a ``defaults`` list (a run written by flowctl has neither) or a
-    ``_target_`` anywhere is refused with :class:`RunConfigError`; strings are made literal
-    (no ``${...}`` interpolation or resolver runs).
+    ``_target_`` anywhere is refused with :class:`RunConfigError`, and so is a ``target``
+    (a user function such as ``integrand.target`` or ``simulator.target``, which is imported
+    and called) unless its dotted key is in ``trusted`` (given again on the command line).
+    Strings are made literal (no ``${...}`` interpolation or resolver runs).
     """
     path = Path(run_dir) / "config.yaml"
     try:
@@ -171,7 +177,7 @@ def sanitized_config(run_dir: str | Path) -> dict[str, Any]:
                 f"{path}: refusing to read this run: it has a {key!r} section, which flowctl "
                 "never writes (it could make Hydra run code); a run's config.yaml holds plain "
                 "values only")
-    return _check_plain(body, "", path)
+    return _check_plain(body, "", path, trusted)
 
 
 def _mirror(src: Path, dst: Path) -> None:
@@ -187,14 +193,15 @@ def _mirror(src: Path, dst: Path) -> None:
 
 
 @contextmanager
-def overlay(run_dir: str | Path, out_dir: str | Path) -> Iterator[Path]:
+def overlay(run_dir: str | Path, out_dir: str | Path,
+            trusted: frozenset[str] = frozenset()) -> Iterator[Path]:
     """``out_dir`` set up as a writable view of ``run_dir``: its folders recreated, its files
     linked, ``config.yaml`` replaced by its sanitized values. New or rewritten files (written by
     rename) land in ``out_dir`` only; ``run_dir`` is never written."""
     run_dir, out_dir = Path(run_dir).resolve(), Path(out_dir)
     if out_dir.resolve() == run_dir:
         raise RunConfigError(f"out={out_dir} is the run directory itself; give another folder")
-    cfg = sanitized_config(run_dir)
+    cfg = sanitized_config(run_dir, trusted)
     _mirror(run_dir, out_dir)
     write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     yield out_dir

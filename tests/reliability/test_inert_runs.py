@@ -129,3 +129,19 @@ def test_malicious_checkpoint_via_subprocess(run_copy: Path, tmp_path: Path) -> 
     res = run_flowctl(["evaluate", f"run={run_copy}"], tmp_path)
     assert res.returncode != 0 and "refusing to load" in res.stderr
     assert not mark.exists()
+
+
+def test_user_function_target_needs_the_users_consent(run_copy: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``integrand.target``/``simulator.target`` name code that a command imports and calls: a
+    run's value is used only when the reader passes it again on the command line."""
+    cfg = yaml.safe_load((run_copy / "config.yaml").read_text())
+    cfg["simulator"] = {"target": "os:system", "params": {"command": "touch MARK"}}
+    (run_copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code = main(["sample", f"run={run_copy}", "n=10"])
+    line = _one_error_line(capsys)
+    assert code == 2 and "simulator.target='os:system' imports and runs code" in line, line
+    from flowctl.rundir import sanitized_config
+
+    trusted = sanitized_config(run_copy, frozenset({"simulator.target"}))
+    assert trusted["simulator"]["target"] == "os:system"
