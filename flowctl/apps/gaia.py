@@ -1,4 +1,5 @@
-"""ANODE on a Gaia sky patch ("Via Machinae", reference/anomaly.md §3–4): stellar-stream search.
+"""ANODE or CATHODE on a Gaia sky patch ("Via Machinae", reference/anomaly.md §3–4):
+stellar-stream search, with a Hough line search over the top-ranked stars of each window.
 
 The condition ``μ`` is one proper-motion coordinate of the patch frame (``anode.condition``,
 default ``pmlam`` = μ_λ); the features are ``x = (φ, λ, μ_other, b−r, g)``. For every signal
@@ -8,7 +9,18 @@ region (SR) window ``|μ − c| < sr_width/2`` of a sliding scan, two conditiona
 * outer ``p_SB(x|μ)`` on the flanking sidebands ``sr_width/2 ≤ |μ − c| < sr_width/2 + sb_width``,
   and interpolated into the SR through its condition.
 
-The score of an SR star is ``log R = log p_SR(x|μ) − log p_SB(x|μ)``; both log-densities include
+With ``method: cathode`` (Via Machinae 3.0, arXiv:2509.08064) only the outer flow is fitted;
+``cathode.oversample`` × N_SR background samples are drawn from it at the SR stars' conditions,
+and classifiers SR stars (1) vs samples (0) score every SR star out-of-fold (``cathode.k``
+folds, the anomaly app's weak classifier); the score is the classifier's log-odds.
+
+After scoring, ``evaluate`` runs a Hough line search (:mod:`flowctl.anomaly.hough`) over the
+``eval.hough.top_n`` best fiducial stars of each window: the most populated band of width
+``eval.hough.width`` deg in (φ, λ), with its significance against as many uniform stars in the
+patch (look-elsewhere included); the line members of the most significant window are the
+stream candidate, reported with their purity and recall.
+
+The ANODE score of an SR star is ``log R = log p_SR(x|μ) − log p_SB(x|μ)``; both log-densities include
 the Jacobians of their own preprocessing (``flow.preprocessing``: minmax → logit → standardize,
 fitted on each flow's own stars), so they are in the same data units. Stars outside the domain of
 either flow's min–max range, within ``eval.edge_deg`` of the patch edge, or in the sparsest
@@ -24,6 +36,7 @@ Run layout: ``RUN/checkpoints/best.pt`` (the best weights of all windows' flows 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -108,6 +121,68 @@ def windows(anode: dict[str, Any]) -> list[Window]:
     return [Window(i, round(float(c), 6), sr_w / 2, sb_w) for i, c in enumerate(centers)]
 
 
+METHODS = ("anode", "cathode")
+
+
+def _method(cfg: dict[str, Any]) -> str:
+    m = cfg.get("method", "anode")
+    if m not in METHODS:
+        raise UserError(f"method must be one of {', '.join(METHODS)} for the gaia app, got {m!r}")
+    return str(m)
+
+
+def _cathode_settings(cfg: dict[str, Any]) -> tuple[int, float, Any]:
+    """``(k, oversample, classifier config)`` of ``cathode:`` and ``classifier:``."""
+    from flowctl.anomaly.classifier import WeakClassifierConfig
+
+    c = dict(cfg.get("cathode") or {})
+    k, over = c.get("k", 5), c.get("oversample", 4.0)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 3:
+        raise UserError(f"cathode.k must be an integer >= 3, got {k!r}")
+    if not isinstance(over, (int, float)) or not over > 0:
+        raise UserError(f"cathode.oversample must be > 0, got {over!r}")
+    try:
+        ccfg = WeakClassifierConfig.from_dict(cfg.get("classifier"))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"classifier: {exc}") from None
+    return int(k), float(over), ccfg
+
+
+def _cathode_window(cfg: dict[str, Any], outer_state: dict[str, torch.Tensor], x: np.ndarray,
+                    ctx: np.ndarray, seed: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """CATHODE in one window: ``oversample · N`` samples of the sideband flow at conditions
+    drawn from the SR stars' ``ctx [N, 1]`` (kept inside the SR stars' feature range), then
+    k-fold classifiers SR stars vs samples. Returns the summary and the out-of-fold log-odds
+    ``[N]`` of the SR stars ``x [N, D]``."""
+    from flowctl.anomaly.classifier import kfold_fit_score
+    from flowctl.metrics.sic import auc
+
+    k, over, ccfg = _cathode_settings(cfg)
+    t0 = time.perf_counter()
+    flow = _flow_from(cfg, outer_state, "sideband flow")
+    rng = np.random.default_rng(seed)
+    n = max(round(over * len(x)), k * 2)
+    c = torch.from_numpy(ctx[rng.integers(0, len(ctx), n)])
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        samp = np.concatenate([flow.sample(len(cb), cb).double().numpy()
+                               for cb in torch.split(c, 50000)])
+    lo, hi = x.min(0), x.max(0)
+    samp = samp[np.isfinite(samp).all(1) & (samp >= lo).all(1) & (samp <= hi).all(1)]
+    if len(samp) < 2 * k:
+        raise UserError(f"cathode: only {len(samp)} sideband-flow samples fall inside the SR "
+                        "stars' range; the sideband flow is unusable (train longer?)")
+    y = np.r_[np.ones(len(x)), np.zeros(len(samp))]
+    try:
+        res = kfold_fit_score(np.r_[x, samp], y, dataclasses.replace(ccfg, seed=seed), k)
+    except ValueError as exc:
+        raise UserError(f"cathode classifier: {exc}") from None
+    p = np.clip(res.scores[: len(x)], 1e-12, 1 - 1e-12)
+    info = {"n_samples": len(samp), "k": k, "auc_sr_vs_samples": auc(y, res.scores),
+            "wall_s": round(time.perf_counter() - t0, 2)}
+    return info, torch.as_tensor(np.log(p) - np.log1p(-p), dtype=torch.float64)
+
+
 def load_data(data_cfg: dict[str, Any]) -> GaiaPatch:
     """The patch of the ``data`` config (``path``, ``key``, ``center: [ra, dec]``, ``radius``,
     ``truth``), with the optional preselection ``g_max`` (mag) applied."""
@@ -183,6 +258,9 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     anode = dict(cfg.get("anode") or {})
     cond = anode.get("condition", "pmlam")
     names = features_for(cond)
+    method = _method(cfg)
+    if method == "cathode":
+        _cathode_settings(cfg)
     cfg["flow"] = _flow_spec(cfg, len(names))
     wins = windows(anode)
     patch = load_data(cfg["data"])
@@ -205,28 +283,38 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             continue
         wdir = run_dir / "windows" / w.name
         bundle[w.name] = {"center": w.center}
-        for part, m in (("inner", sr), ("outer", sb)):
+        parts = (("outer", sb),) if method == "cathode" else (("inner", sr), ("outer", sb))
+        for part, m in parts:
             rec[part], bundle[w.name][part] = _fit(cfg, x_all[m], w.context(mu[m]), wdir / part,
                                                    seed + 1000 * w.index + (part == "outer"))
+        if method == "cathode":
+            rec["cathode"], bundle[w.name]["cathode_scores"] = _cathode_window(
+                cfg, bundle[w.name]["outer"], x_all[sr], w.context(mu[sr]),
+                seed + 1000 * w.index + 2)
         per.append(rec)
         if is_main_process():
+            inner = (f"inner {rec['inner']['best_val_nll']:.3f}, " if "inner" in rec else "")
+            extra = (f"; classifier AUC SR vs samples {rec['cathode']['auc_sr_vs_samples']:.3f}"
+                     if "cathode" in rec else "")
             print(f"window {w.name} {cond} {w.center:+.2f} ± {w.half:g}: {rec['n_sr']} SR / "
-                  f"{rec['n_sb']} SB stars; val NLL inner {rec['inner']['best_val_nll']:.3f}, "
-                  f"outer {rec['outer']['best_val_nll']:.3f}", flush=True)
-    trained = [r for r in per if "inner" in r]
+                  f"{rec['n_sb']} SB stars; val NLL {inner}"
+                  f"outer {rec['outer']['best_val_nll']:.3f}{extra}", flush=True)
+    trained = [r for r in per if "outer" in r]
     if not trained:
         raise UserError(f"no window has {min_stars} SR and SB stars; widen anode.sr_width/"
                         "sb_width, move anode.scan or lower anode.min_stars")
     if is_main_process():
         _save_bundle(run_dir, cfg, bundle)
-    out = {"command": "train", "data": patch.source, "n_patch": len(patch), "condition": cond,
+    out = {"command": "train", "method": method, "data": patch.source, "n_patch": len(patch),
+           "condition": cond,
            "features": names, "windows": per, "n_windows": len(trained),
            "parameters_per_flow": sum(p.numel() for p in build_flow(cfg["flow"]).parameters()),
            "train_wall_s": round(time.perf_counter() - t0, 2)}
     update_metrics_json(run_dir, {"train": out})
     if is_main_process():
-        print(f"train: {patch.source}: {len(patch)} stars, {len(trained)} of {len(wins)} windows "
-              f"in {cond}, 2 flows each; {out['train_wall_s']:.1f} s")
+        what = ("sideband flow + k-fold classifiers" if method == "cathode" else "2 flows")
+        print(f"train: {method}: {patch.source}: {len(patch)} stars, {len(trained)} of "
+              f"{len(wins)} windows in {cond}, {what} each; {out['train_wall_s']:.1f} s")
         print(f"run directory: {run_dir}")
     return out
 
@@ -295,7 +383,8 @@ def _in_domain(flow: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 def _scores(cfg: dict[str, Any], run_dir: Path, bundle: dict[str, Any], patch: GaiaPatch
             ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """Best ``log R`` per star ``[N]`` (−inf where unscored) and its window index ``[N]``.
+    """Best score per star ``[N]`` (ANODE: ``log R``; CATHODE: the classifier's log-odds;
+    −inf where unscored) and its window index ``[N]``.
 
     Scored are SR stars inside both flows' min–max domain, at least ``eval.edge_deg`` inside
     the patch edge, and not in the sparse tails of the background model: ``log p_SB`` at or
@@ -305,6 +394,7 @@ def _scores(cfg: dict[str, Any], run_dir: Path, bundle: dict[str, Any], patch: G
     anode = dict(cfg.get("anode") or {})
     ev = dict(cfg.get("eval") or {})
     cond = anode.get("condition", "pmlam")
+    method = _method(cfg)
     x_all, mu = patch.array(features_for(cond)), patch[cond]
     edge = float(ev.get("edge_deg", 0.0))
     q = float(ev.get("min_density_quantile", 0.0))
@@ -321,13 +411,24 @@ def _scores(cfg: dict[str, Any], run_dir: Path, bundle: dict[str, Any], patch: G
             continue
         sr = np.flatnonzero(w.sr(mu))
         x, ctx = x_all[sr], w.context(mu[sr])
-        inner = _flow_from(cfg, bundle[w.name]["inner"], f"{run_dir} window {w.name}")
         outer = _flow_from(cfg, bundle[w.name]["outer"], f"{run_dir} window {w.name}")
-        ok = _in_domain(inner, x) & _in_domain(outer, x) & inside[sr]
+        if method == "cathode":
+            stored = bundle[w.name].get("cathode_scores")
+            if stored is None or len(stored) != len(sr):
+                raise UserError(f"run directory {run_dir}: window {w.name} has no CATHODE "
+                                "scores for this patch's SR stars (data.* changed since "
+                                "training?)")
+            ok = _in_domain(outer, x) & inside[sr]
+        else:
+            inner = _flow_from(cfg, bundle[w.name]["inner"], f"{run_dir} window {w.name}")
+            ok = _in_domain(inner, x) & _in_domain(outer, x) & inside[sr]
         s = np.full(len(sr), -np.inf)
         if ok.any():
             lp_out = _log_prob(outer, x[ok], ctx[ok])
-            r = _log_prob(inner, x[ok], ctx[ok]) - lp_out
+            if method == "cathode":
+                r = np.asarray(stored, np.float64)[ok]
+            else:
+                r = _log_prob(inner, x[ok], ctx[ok]) - lp_out
             if q > 0:
                 r[lp_out < np.quantile(lp_out[np.isfinite(lp_out)], q)] = -np.inf
             s[ok] = r
@@ -368,6 +469,48 @@ def _write_scores(path: Path, patch: GaiaPatch, score: np.ndarray, where: np.nda
             f.create_dataset("stream", data=patch.labels, compression="gzip", compression_opts=1)
         f.attrs["note"] = "log_r = -inf: not in any trained SR window or outside a flow's domain"
     tmp.replace(path)
+
+
+def _hough(cfg: dict[str, Any], patch: GaiaPatch, info: list[dict[str, Any]],
+           fid: np.ndarray, lab: np.ndarray | None) -> dict[str, Any]:
+    """Line search over the ``eval.hough.top_n`` best fiducial stars of each window; the
+    most significant window's line members are the stream candidate."""
+    from flowctl.anomaly.hough import line_search
+
+    hc = dict((cfg.get("eval") or {}).get("hough") or {})
+    if not hc.get("enabled", True):
+        return {"enabled": False}
+    top_n, width = int(hc.get("top_n", 100)), float(hc.get("width", 0.5))
+    n_null = int(hc.get("n_null", 200))
+    if top_n < 3 or not width > 0 or n_null < 10:
+        raise UserError(f"eval.hough needs top_n >= 3, width > 0 and n_null >= 10, got {hc}")
+    n_stream = int(lab[fid].sum()) if lab is not None else 0
+    per, best, best_members = [], None, None
+    for w in info:
+        idx, sc = np.asarray(w["index"]), np.asarray(w["score"])
+        ok = np.isfinite(sc) & fid[idx]
+        sel = idx[ok][np.argsort(-sc[ok], kind="stable")[:top_n]]
+        if len(sel) < 3:
+            continue
+        fit = line_search(patch["phi"][sel], patch["lam"][sel], patch.radius, width,
+                          n_null=n_null, seed=int(cfg.get("seed", 0)) + len(per))
+        rec = {"window": w["window"], "center": w["center"], "n_top": len(sel),
+               "count": fit.count, "theta_deg": round(float(np.degrees(fit.theta)), 2),
+               "rho_deg": round(fit.rho, 3), "null_mean": fit.null_mean,
+               "null_std": fit.null_std, "z": fit.z, "p": fit.p}
+        members = sel[fit.members]
+        if lab is not None:
+            rec["purity_top"] = float(lab[sel].mean())
+            rec["purity"] = float(lab[members].mean()) if len(members) else 0.0
+            rec["recall"] = int(lab[members].sum()) / max(n_stream, 1)
+        per.append(rec)
+        if best is None or (rec["z"], rec["count"]) > (best["z"], best["count"]):
+            best, best_members = rec, members
+    out: dict[str, Any] = {"top_n": top_n, "width": width, "n_null": n_null,
+                           "per_window": per, "best": best}
+    if best_members is not None:
+        out["best_members"] = len(best_members)
+    return out
 
 
 def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -416,6 +559,7 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                 rec[f"purity_top{k}"] = _topk_stats(sw, lab, m & fid, k, n_stream)["purity"]
             per.append(rec)
         out["per_window"] = per
+    out["hough"] = _hough(cfg, patch, info, fid, lab)
     kmax = max(ks) if ks else 100
     idx = np.flatnonzero(scored)
     top = idx[np.argsort(-score[idx], kind="stable")[:kmax]]
@@ -435,6 +579,14 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                 f"top-{k} purity {out[f'purity_top{k}']:.1%} recall {out[f'recall_top{k}']:.1%}"
                 for k in ks) + f" (random {out['random_purity']:.2%})"
         print(line)
+        h = out["hough"].get("best")
+        if h:
+            hl = (f"line search: window {h['window']} ({h['center']:+.2f}): {h['count']} of the "
+                  f"top {h['n_top']} stars on one {out['hough']['width']:g} deg track, "
+                  f"z = {h['z']:.1f} (p = {h['p']:.3g}) vs uniform stars")
+            if "purity" in h:
+                hl += f"; its members: purity {h['purity']:.1%}, recall {h['recall']:.1%}"
+            print(hl)
         print(f"plots: {run_dir / 'plots'}; scores: {run_dir / 'scores.h5'}")
     return out
 

@@ -76,6 +76,10 @@ def test_train_evaluate_newest_run(tiny: tuple[Path, Path]) -> None:
     assert ev["purity_top100"] > 2 * ev["random_purity"]
     assert ev["purity_top100"] > 0.3
     assert 0 < ev["recall_top100"] <= 1 and ev["recall_top50"] <= ev["recall_top100"]
+    # the line search finds the stream's track among the top stars of its window
+    best = ev["hough"]["best"]
+    assert len(ev["hough"]["per_window"]) == 3 and best["z"] > 5 and best["p"] < 0.05
+    assert best["purity"] > 0.5 and best["count"] >= 10
     for p in ("score_map.png", "top_stars.png"):
         assert (run / "plots" / p).stat().st_size > 1000
     with h5py.File(run / "scores.h5") as f:
