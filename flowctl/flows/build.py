@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "bins": 8,               # spline bins K
     "sigmoids": 8,           # naf: sigmoid units per element-wise map
     "tail_bound": 3.0,       # spline box [-B, B] (identity outside)
+    "logit_bound": None,     # rqs: soft bound on spline logits (3.45: zuko-like, stabler inverse)
     "dropout": 0.0,
     "residual": False,       # residual blocks in the conditioner
     "activation": "relu",
@@ -191,7 +192,9 @@ def _family(s: Mapping[str, Any], domain: str) -> ElementwiseFamily:
     if s["transform"] not in ("affine", "rqs"):
         raise ValueError(f"unknown transform {s['transform']!r}; "
                          "expected 'affine', 'rqs' or 'naf'")
-    return make_family(s["transform"], int(s["bins"]), float(s["tail_bound"]), domain)
+    bound = s.get("logit_bound")
+    return make_family(s["transform"], int(s["bins"]), float(s["tail_bound"]), domain,
+                       None if bound is None else float(bound))
 
 
 def _check_coverage(masks: list, perms: list, d: int) -> None:

@@ -54,13 +54,49 @@ class Affine(ElementwiseFamily):
         return f"log_scale_bound={self.log_scale_bound}"
 
 
-class RQS(ElementwiseFamily):
+def soft_bound(t: Tensor, bound: float) -> Tensor:
+    """``t / (1 + |t| / bound)``: the identity near 0, smoothly bounded to ``(-bound, bound)``."""
+    return t / (1.0 + t.abs() * (1.0 / bound))
+
+
+class _SplineParams(ElementwiseFamily):
+    """Splits conditioner outputs into width, height and derivative logits, optionally bounded.
+
+    With ``logit_bound = b`` the width and height logits are soft-bounded to ``(-b, b)`` and the
+    derivative logits to ``(-2b, 2b)`` (:func:`soft_bound`; zero stays zero, so a zeroed
+    conditioner is still the identity). With ``b = ln(1000) / 2 ≈ 3.45`` neighbouring bins differ
+    in width or height by at most ~1000x and knot derivatives stay below ~7, which caps how
+    ill-conditioned the inverse can get: on random coupling flows with perturbed conditioners the
+    float64 round-trip error falls from O(1) to ~1e-8 (tests/flows/test_spline_stress.py).
+    ``None`` (the default) keeps the unbounded parametrisation every shipped config and figure
+    was trained and measured with.
+    """
+
+    bins: int
+    logit_bound: float | None
+
+    def _split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        k = self.bins
+        w, h, d = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
+        b = self.logit_bound
+        if b is None:
+            return w, h, d
+        return soft_bound(w, b), soft_bound(h, b), soft_bound(d, 2.0 * b)
+
+    def _check_bound(self, logit_bound: float | None) -> None:
+        if logit_bound is not None and not (0 < logit_bound < float("inf")):
+            raise ValueError(f"logit_bound must be a positive number or null, got {logit_bound}")
+        self.logit_bound = None if logit_bound is None else float(logit_bound)
+
+
+class RQS(_SplineParams):
     """Rational-quadratic spline on ``[-bound, bound]`` with identity tails.
 
     ``3K - 1`` parameters: K width logits, K height logits, K-1 interior derivative logits.
     """
 
-    def __init__(self, bins: int = 8, bound: float = 3.0) -> None:
+    def __init__(self, bins: int = 8, bound: float = 3.0,
+                 logit_bound: float | None = None) -> None:
         super().__init__()
         if bins < 2:
             raise ValueError(f"a spline needs at least 2 bins, got {bins}")
@@ -69,10 +105,7 @@ class RQS(ElementwiseFamily):
         self.bins = bins
         self.bound = float(bound)
         self.num_params = 3 * bins - 1
-
-    def _split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        k = self.bins
-        return params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
+        self._check_bound(logit_bound)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return unconstrained_rqs(x, *self._split(params), bound=self.bound)
@@ -81,25 +114,23 @@ class RQS(ElementwiseFamily):
         return unconstrained_rqs(y, *self._split(params), bound=self.bound, inverse=True)
 
     def extra_repr(self) -> str:
-        return f"bins={self.bins}, bound={self.bound}"
+        extra = f", logit_bound={self.logit_bound}" if self.logit_bound is not None else ""
+        return f"bins={self.bins}, bound={self.bound}{extra}"
 
 
-class UnitRQS(ElementwiseFamily):
+class UnitRQS(_SplineParams):
     """Rational-quadratic spline mapping ``[0, 1]`` onto itself (i-flow style).
 
     ``3K + 1`` parameters: K widths, K heights and all K+1 knot derivatives.
     """
 
-    def __init__(self, bins: int = 8) -> None:
+    def __init__(self, bins: int = 8, logit_bound: float | None = None) -> None:
         super().__init__()
         if bins < 2:
             raise ValueError(f"a spline needs at least 2 bins, got {bins}")
         self.bins = bins
         self.num_params = 3 * bins + 1
-
-    def _split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        k = self.bins
-        return params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
+        self._check_bound(logit_bound)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return unit_rqs(x, *self._split(params))
@@ -112,12 +143,14 @@ class UnitRQS(ElementwiseFamily):
 
 
 def make_family(name: str, bins: int = 8, tail_bound: float = 3.0,
-                domain: str = "real") -> ElementwiseFamily:
+                domain: str = "real", logit_bound: float | None = None) -> ElementwiseFamily:
     """``transform: affine | rqs`` and ``domain: real | unit`` -> element-wise family."""
     if name == "affine":
         if domain == "unit":
             raise ValueError("domain 'unit' needs transform 'rqs' (affine maps leave [0, 1])")
         return Affine()
     if name == "rqs":
-        return UnitRQS(bins) if domain == "unit" else RQS(bins, tail_bound)
+        if domain == "unit":
+            return UnitRQS(bins, logit_bound)
+        return RQS(bins, tail_bound, logit_bound)
     raise ValueError(f"unknown transform {name!r}; expected 'affine' or 'rqs'")
