@@ -1,10 +1,10 @@
 """Round trips of random RQS flows far from training's regime, with ``logit_bound``.
 
 The stress (issue 18): RQS coupling flows in float64 whose conditioners' output layers are
-perturbed by N(0, 0.5), 1024 standard-normal points. Unbounded logits let neighbouring bins differ
-by ~1e6 in slope, so a spline's inverse amplifies round-off by up to ~1e7 per layer and six
-layers lose all precision (median max error ~4 in our runs); zuko 1.6.0, which soft-bounds its
-logits, measured 1.4e-5 on the same stress. With ``logit_bound: 3.45`` flowctl reaches ~1e-8.
+perturbed by N(0, 0.5). Unbounded logits let a bin's interior slope fall to ~1e-8, so the inverse
+amplifies round-off enormously and six layers lose all precision (median max error 3.6 in
+benchmarks/results/spline_stress-20261130-174345.json; zuko 1.6.0, which soft-bounds its
+logits: 4.8e-5). With ``logit_bound: 3.45`` flowctl reaches 1.6e-8.
 """
 
 from __future__ import annotations
