@@ -4,7 +4,7 @@ Transforms map data to latent: ``forward(x, context) -> (z, log|det dz/dx|)`` an
 ``inverse(z, context) -> (x, log|det dx/dz|)``; :func:`build` makes any flow from a dict.
 """
 
-from .autoregressive import MaskedAutoregressive, iaf_layer
+from .autoregressive import MaskedAutoregressive, iaf_layer, set_cuda_graph
 from .build import DEFAULTS, build
 from .continuous import ContinuousFlow, ContinuousTransform, VectorField
 from .core import Chain, Flow, Inverse, Transform, broadcast_context
@@ -59,6 +59,7 @@ __all__ = [
     "make_permutations",
     "make_symmetric",
     "rational_quadratic_spline",
+    "set_cuda_graph",
     "unconstrained_rqs",
     "unit_rqs",
 ]

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "residual": False,       # residual blocks in the conditioner
     "activation": "relu",
     "exact_loop": "incremental",  # maf sampling / iaf density: incremental | naive (both exact)
+    "cuda_graph": False,     # maf sampling / iaf density on CUDA without autograd: CUDA graphs
     "permutation": None,     # none | reverse | random | [indices] | [[indices], ...]
     "seed": 0,               # seed of random permutations
     "norm": "none",          # none | actnorm | batchnorm (before each layer)
@@ -148,9 +149,11 @@ def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow | ManifoldFlow:
         if kind == "coupling":
             layers.append(Coupling(masks[i], family, **common))
         elif kind == "maf":
-            layers.append(MaskedAutoregressive(d, family, exact_loop=s["exact_loop"], **common))
+            layers.append(MaskedAutoregressive(d, family, exact_loop=s["exact_loop"],
+                                               cuda_graph=bool(s["cuda_graph"]), **common))
         else:
-            layers.append(iaf_layer(d, family, exact_loop=s["exact_loop"], **common))
+            layers.append(iaf_layer(d, family, exact_loop=s["exact_loop"],
+                                    cuda_graph=bool(s["cuda_graph"]), **common))
     return Flow(Chain(layers), make_base(base, d), features=d, context=c)
 
 
