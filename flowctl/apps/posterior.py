@@ -6,14 +6,28 @@ pairs from the simulator's joint; it then samples the posterior of any observati
 
 Config keys: ``flow`` (a :func:`flowctl.flows.build` spec; ``features``/``context`` null or 0
 take P and X from the simulator), ``simulator`` (``kind`` or ``target``, ``params``), ``sims``
-(``n_train``, ``n_val``, ``n_test``, ``seed``), ``trainer``, ``n`` (posterior samples per
-observation for ``sample``), ``observed``/``observed_key`` (a table of observations ``[M, X]``)
-and ``eval`` (``n_sbc`` test pairs, ``n_post`` samples each, ``rank_bins``, ``plots``).
+(``n_train`` the simulation budget, ``n_val`` extra validation simulations or null to hold out
+``val_fraction`` of the budget, ``n_test``, ``seed``, ``rounds``, ``truncation``), ``trainer``
+(early stopping by ``patience``; the top-level ``batch_size: auto`` picks the mini-batch size
+from the budget), ``n``
+(posterior samples per observation for ``sample``), ``observed``/``observed_key`` (a table of
+observations ``[M, X]``), ``prior_support`` (reject draws outside a bounded prior, as sbi) and
+``eval`` (``n_sbc`` test pairs, ``n_post`` samples each, ``rank_bins``, ``plots``, and the
+C2ST settings ``c2st_observations``, ``c2st_draws``, ``c2st_folds``, ``reference``).
+
+``sims.rounds: R > 1`` trains sequentially for one observation (truncated sequential NPE,
+arXiv:2210.04815): the budget is split over R rounds; round 1 simulates from the prior, each
+later round from the prior truncated to the region of the current q(θ | x_o) holding
+``1 − sims.truncation`` of its mass (:mod:`flowctl.simulators.truncation`); the flow is
+trained on all pairs so far with the plain NPE loss (inside the truncated prior no proposal
+correction is needed) and warm-started from the previous round.
 
 ``evaluate`` reports simulation-based calibration (SBC, arXiv:1804.06788) rank histograms per
 parameter with χ²/ndf against uniform, the expected coverage of the highest-posterior-density
-regions of the flow at 50/68/95 % (and a full curve), and where the simulator knows its
-posterior the KL divergence E_x KL(p(θ|x) || q(θ|x)) (nats) estimated on the joint test pairs.
+regions of the flow at 50/68/95 % (and a full curve), TARP expected coverage
+(arXiv:2302.03026), where the simulator knows its posterior the KL divergence
+E_x KL(p(θ|x) || q(θ|x)) (nats) estimated on the joint test pairs, and the C2ST accuracy
+(arXiv:2101.04653; 0.5 is perfect) of the flow's draws against reference posterior draws.
 """
 
 from __future__ import annotations
@@ -29,16 +43,23 @@ import torch
 from flowctl.apps.common import (
     UserError,
     build_flow,
+    check_finite,
     is_main_process,
     load_weights,
     update_metrics_json,
     write_config,
 )
 
-__all__ = ["COMMANDS", "calibration", "evaluate", "load_flow", "sample", "sample_posterior",
-           "simulate", "train"]
+__all__ = ["COMMANDS", "auto_batch_size", "calibration", "evaluate", "load_flow", "posterior_draws",
+           "sample", "sample_posterior", "simulate", "train"]
 
 LEVELS = (0.5, 0.68, 0.95)
+
+
+def auto_batch_size(n_train: int) -> int:
+    """Mini-batch size for ``n_train`` training pairs: about n/64 rounded to a power of two,
+    within [32, 512] (32 at 10³ simulations, 128 at 10⁴, 512 from 10⁵ on)."""
+    return int(min(512, max(32, 2 ** round(math.log2(max(n_train, 1) / 64)))))
 
 
 def _simulator(cfg: dict[str, Any]):
@@ -50,23 +71,44 @@ def _simulator(cfg: dict[str, Any]):
         raise UserError(str(exc)) from None
 
 
-def simulate(cfg: dict[str, Any]) -> tuple[Any, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The simulator and its train/val/test pairs ``(θ [N, P], x [N, X])`` (float32)."""
+def _val_split(n: int, s: dict[str, Any]) -> int:
+    """How many of ``n`` budget simulations go to validation (``sims.n_val`` null)."""
+    frac = float(s.get("val_fraction", 0.1) or 0.0)
+    if not 0.0 <= frac < 1.0:
+        raise UserError(f"sims.val_fraction must be in [0, 1), got {frac}")
+    return min(n - 2, round(frac * n)) if frac > 0 else 0
+
+
+def simulate(cfg: dict[str, Any], which: tuple[str, ...] = ("train", "val", "test")
+             ) -> tuple[Any, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The simulator and its train/val/test pairs ``(θ [N, P], x [N, X])`` (float32).
+
+    ``sims.n_train`` is the simulation budget; with ``sims.n_val: null`` a fraction
+    ``sims.val_fraction`` of it is held out for validation (as sbi does), otherwise ``n_val``
+    more are simulated."""
     from flowctl.simulators import SimulatorError
 
     sim = _simulator(cfg)
     s = dict(cfg.get("sims") or {})
     seed = int(s.get("seed", 0))
-    sets = {}
+    n_train = int(s.get("n_train", 0))
+    if n_train < 2:
+        raise UserError(f"sims.n_train must be at least 2, got {n_train}")
+    sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    hold = _val_split(n_train, s) if s.get("n_val") is None else 0
     for i, key in enumerate(("train", "val", "test")):
-        n = int(s.get(f"n_{key}", 0))
-        if key == "train" and n < 2:
-            raise UserError(f"sims.n_train must be at least 2, got {n}")
+        if key not in which or (key == "val" and hold):
+            continue
+        n = n_train if key == "train" else int(s.get(f"n_{key}") or 0)
         try:
             th, x = sim.sample_joint(n, np.random.default_rng([seed, i]))
         except SimulatorError as exc:
             raise UserError(str(exc)) from None
         sets[key] = (th.astype(np.float32), x.astype(np.float32))
+    if hold and "train" in sets:
+        th, x = sets["train"]
+        sets["val"] = (th[n_train - hold:], x[n_train - hold:])
+        sets["train"] = (th[:n_train - hold], x[:n_train - hold])
     return sim, sets
 
 
@@ -95,44 +137,173 @@ def _nll(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tenso
     return -model.log_prob(theta, ctx).mean()
 
 
-def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Fit q(θ | x) by maximum likelihood on simulated pairs; checkpoints and metrics."""
+def _trainer_cfg(cfg: dict[str, Any], n_train: int) -> dict[str, Any]:
+    """The trainer group with the app's ``batch_size`` (``auto``: :func:`auto_batch_size` of
+    ``n_train``; a number; null: keep ``trainer.batch_size``) filled in."""
+    t = dict(cfg["trainer"])
+    b = cfg.get("batch_size")
+    if b == "auto":
+        t["batch_size"] = auto_batch_size(n_train)
+    elif b is not None:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise UserError(f"batch_size={b!r}: expected auto, null or a positive integer")
+        t["batch_size"] = b
+    return t
+
+
+def _fit(flow: torch.nn.Module, cfg: dict[str, Any], train_set: tuple[np.ndarray, np.ndarray],
+         val_set: tuple[np.ndarray, np.ndarray], run_dir: Path) -> dict[str, Any]:
+    """One maximum-likelihood fit of q(θ | x) on ``(θ, x)`` pairs; returns the trainer summary
+    and leaves the best epoch's weights in ``flow``."""
     from torch.utils.data import TensorDataset
 
-    from flowctl.training import seed_everything
     from flowctl.training import train as fit
 
-    t0 = time.perf_counter()
-    sim, sets = simulate(cfg)
-    th, x = sets["train"]
+    th, x = train_set
+    vt, vx = val_set
+    val = TensorDataset(torch.from_numpy(vt), _ctx(cfg, vx)) if len(vt) else None
+    summary = fit(flow, _nll, TensorDataset(torch.from_numpy(th), _ctx(cfg, x)), val,
+                  _trainer_cfg(cfg, len(th)), run_dir, run_config=cfg)
+    if summary.get("best_epoch") is not None:
+        load_weights(flow, run_dir, "best")
+    return summary
+
+
+def _setup(cfg: dict[str, Any], th: np.ndarray, x: np.ndarray, run_dir: Path) -> torch.nn.Module:
+    """Context normalisation from ``x``, the flow spec filled in, config.yaml, the flow."""
+    from flowctl.training import seed_everything
+
     mean, std = x.mean(0), x.std(0)
     std = np.where(std > 1e-12, std, 1.0)
     cfg["context_norm"] = {"mean": mean.tolist(), "std": std.tolist()}
     cfg["flow"] = _flow_spec(cfg, th.shape[1], x.shape[1])
+    cfg["trainer"] = _trainer_cfg(cfg, len(th))
+    cfg["batch_size"] = None  # resolved into trainer.batch_size for every later fit
     write_config(run_dir, cfg)
     seed_everything(int(cfg["trainer"].get("seed", 0)))
     flow = build_flow(cfg["flow"])
-    ctx = _ctx(cfg, x)
-    flow.initialize(torch.from_numpy(th), ctx)
-    vt, vx = sets["val"]
-    val = TensorDataset(torch.from_numpy(vt), _ctx(cfg, vx)) if len(vt) else None
-    summary = fit(flow, _nll, TensorDataset(torch.from_numpy(th), ctx), val, cfg["trainer"],
-                  run_dir, run_config=cfg)
-    out = {"command": "train", "simulator": sim.info(), "n_train": len(th),
-           "parameters": sum(p.numel() for p in flow.parameters()),
+    flow.initialize(torch.from_numpy(th), _ctx(cfg, x))
+    return flow
+
+
+def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Fit q(θ | x) by maximum likelihood on simulated pairs; checkpoints and metrics.
+
+    With ``sims.rounds`` > 1: truncated sequential NPE for one observation (module doc)."""
+    t0 = time.perf_counter()
+    rounds = int((cfg.get("sims") or {}).get("rounds", 1) or 1)
+    if rounds < 1:
+        raise UserError(f"sims.rounds must be a positive integer, got {rounds}")
+    if rounds > 1:
+        return _train_sequential(cfg, run_dir, rounds, t0)
+    sim, sets = simulate(cfg, ("train", "val"))
+    th, x = sets["train"]
+    flow = _setup(cfg, th, x, run_dir)
+    summary = _fit(flow, cfg, sets["train"], sets.get("val", (th[:0], x[:0])), run_dir)
+    return _train_report(cfg, run_dir, sim, flow, summary, len(th) + len(sets["val"][0]), t0)
+
+
+def _train_report(cfg: dict[str, Any], run_dir: Path, sim: Any, flow: torch.nn.Module,
+                  summary: dict[str, Any], n_sims: int, t0: float,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    p, c = int(cfg["flow"]["features"]), int(cfg["flow"]["context"])
+    out = {"command": "train", "simulator": sim.info(), "n_simulations": n_sims,
+           "n_train": n_sims, "batch_size": cfg["trainer"]["batch_size"],
+           "parameters": sum(q.numel() for q in flow.parameters()),
            "best_val_nll": summary.get("best_val_loss"), "best_epoch": summary.get("best_epoch"),
            "epochs": summary.get("epochs"), "steps": summary.get("steps"),
            "train_wall_s": round(time.perf_counter() - t0, 2),
-           "stopped_reason": summary.get("stopped_reason")}
+           "stopped_reason": summary.get("stopped_reason"), **(extra or {})}
     update_metrics_json(run_dir, {"train": out})
     if is_main_process():
         v = out["best_val_nll"]
         vs = f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else str(v)
-        print(f"train: posterior of {sim.name} (P={th.shape[1]}, X={x.shape[1]}), "
-              f"{out['parameters']} parameters, best val NLL {vs} nats at epoch "
-              f"{out['best_epoch']}, {out['train_wall_s']:.1f} s")
+        print(f"train: posterior of {sim.name} (P={p}, X={c}), {out['parameters']} parameters, "
+              f"{n_sims} simulations, best val NLL {vs} nats at epoch {out['best_epoch']} "
+              f"({out['stopped_reason']}), {out['train_wall_s']:.1f} s")
         print(f"run directory: {run_dir}")
     return out
+
+
+def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
+                      ) -> dict[str, Any]:
+    """Truncated sequential NPE: R rounds of n_train / R simulations focused on one x_o."""
+    from flowctl.simulators.truncation import TruncationError, hdr_threshold, sample_truncated
+
+    s = dict(cfg.get("sims") or {})
+    sim = _simulator(cfg)
+    if not sim.separable:
+        raise UserError(f"sims.rounds={rounds}: sequential rounds need a simulator with a "
+                        f"separate prior and forward model; {sim.name} only samples the joint "
+                        "(use sims.rounds=1)")
+    eps = float(s.get("truncation", 1e-4))
+    if not 0.0 < eps < 0.5:
+        raise UserError(f"sims.truncation must be in (0, 0.5), got {eps}")
+    n_total = int(s.get("n_train", 0))
+    if n_total < 2 * rounds or n_total // rounds < 10:
+        raise UserError(f"sims.n_train={n_total} is too small for sims.rounds={rounds} "
+                        "(at least 10 simulations per round)")
+    if s.get("n_val") is not None:
+        raise UserError("sims.rounds > 1 holds out sims.val_fraction of each round for "
+                        "validation; set sims.n_val=null")
+    x_o, source, _ = _observations(cfg, sim.x_dim)
+    if len(x_o) != 1:
+        raise UserError(f"observed={cfg.get('observed')}: sequential rounds focus on one "
+                        f"observation, the file has {len(x_o)} rows")
+    seed = int(s.get("seed", 0))
+    rng = np.random.default_rng([seed, 0])
+    trs: list[tuple[np.ndarray, np.ndarray]] = []
+    vals: list[tuple[np.ndarray, np.ndarray]] = []
+    log: list[dict[str, Any]] = []
+    flow: torch.nn.Module | None = None
+    summary: dict[str, Any] = {}
+    for r in range(rounds):
+        n_r = n_total // rounds + (n_total % rounds if r == rounds - 1 else 0)
+        info: dict[str, Any] = {"round": r + 1, "n_sims": n_r}
+        if flow is None:
+            th = sim.sample_prior(n_r, rng)
+        else:
+            thr = _truncation_level(flow, cfg, x_o, eps, hdr_threshold)
+            try:
+                th, acc = sample_truncated(
+                    n_r, lambda k: sim.sample_prior(k, rng),
+                    lambda t, f=flow: _log_q(f, cfg, t, np.repeat(x_o, len(t), 0)), thr)
+            except TruncationError as exc:
+                raise UserError(f"round {r + 1}: {exc}") from None
+            info.update(threshold=thr, **acc)
+        x = sim.simulate(th, rng)
+        th, x = th.astype(np.float32), x.astype(np.float32)
+        hold = _val_split(n_r, s)
+        trs.append((th[:n_r - hold], x[:n_r - hold]))
+        vals.append((th[n_r - hold:], x[n_r - hold:]))
+        tr = tuple(np.concatenate(a) for a in zip(*trs, strict=True))
+        va = tuple(np.concatenate(a) for a in zip(*vals, strict=True))
+        if flow is None:
+            cfg["sequential"] = {"rounds": rounds, "truncation": eps, "observed": x_o.tolist(),
+                                 "source": source}
+            flow = _setup(cfg, *tr, run_dir)
+        last = r == rounds - 1
+        rdir = run_dir if last else run_dir / "rounds" / f"{r + 1}"
+        summary = _fit(flow, cfg, tr, va, rdir)
+        info.update(best_val_nll=summary.get("best_val_loss"), epochs=summary.get("epochs"),
+                    best_epoch=summary.get("best_epoch"))
+        log.append(info)
+        if is_main_process():
+            acc_s = (f", acceptance {info['acceptance']:.3g}" if "acceptance" in info else "")
+            print(f"round {r + 1}/{rounds}: {n_r} simulations{acc_s}, {summary.get('epochs')} "
+                  f"epochs, best val NLL {summary.get('best_val_loss')}")
+    assert flow is not None
+    return _train_report(cfg, run_dir, sim, flow, summary, n_total, t0,
+                         {"rounds": log, "observed": source})
+
+
+@torch.no_grad()
+def _truncation_level(flow: torch.nn.Module, cfg: dict[str, Any], x_o: np.ndarray, eps: float,
+                      hdr_threshold: Any) -> float:
+    """log q level of the HDR of q(θ | x_o) holding 1 − eps (from max(10⁴, 20/eps) draws)."""
+    n = int(min(200_000, max(10_000, 20 / eps)))
+    _, lq = sample_posterior(flow, cfg, x_o, n)
+    return hdr_threshold(lq[0], eps)
 
 
 def load_flow(cfg: dict[str, Any], run_dir: Path, which: str = "best") -> torch.nn.Module:
@@ -160,6 +331,39 @@ def sample_posterior(flow: torch.nn.Module, cfg: dict[str, Any], x: np.ndarray, 
     return np.concatenate(samples), np.concatenate(logq)
 
 
+def posterior_draws(flow: torch.nn.Module, cfg: dict[str, Any], sim: Any, x: np.ndarray, n: int,
+                    run_dir: Path | str = "", max_rounds: int = 50) -> tuple[np.ndarray, float]:
+    """``n`` draws ``[M, n, P]`` per observation ``x [M, X]`` inside the simulator's prior box
+    (rejection, as sbi does; ``prior_support: false`` or an unbounded prior: raw flow draws)
+    and the fraction of flow draws that were inside."""
+    bounds = getattr(sim, "prior_bounds", None)
+    if bounds is None or not cfg.get("prior_support", True):
+        return sample_posterior(flow, cfg, x, n)[0], 1.0
+    lo, hi = (np.asarray(b, np.float32) for b in bounds)
+    m = len(x)
+    out = np.zeros((m, n, len(lo)), np.float32)
+    have = np.zeros(m, int)
+    drawn = kept = 0
+    for _ in range(max_rounds):
+        todo = np.flatnonzero(have < n)
+        if not len(todo):
+            break
+        s, _ = sample_posterior(flow, cfg, x[todo], n)
+        check_finite(s, "posterior draws", run_dir)
+        ok = ((s >= lo) & (s <= hi)).all(-1)                              # [m', n]
+        drawn += ok.size
+        kept += int(ok.sum())
+        for j, i in enumerate(todo):
+            take = s[j][ok[j]][: n - have[i]]
+            out[i, have[i]:have[i] + len(take)] = take
+            have[i] += len(take)
+    if (have < n).any():
+        raise UserError(f"fewer than {n} of the flow's draws fell inside the prior's support "
+                        f"for {int((have < n).sum())} observation(s) (acceptance "
+                        f"{kept / max(drawn, 1):.2e}); retrain, or set prior_support=false")
+    return out, kept / max(drawn, 1)
+
+
 @torch.no_grad()
 def _log_q(flow: torch.nn.Module, cfg: dict[str, Any], theta: np.ndarray, x: np.ndarray,
            batch: int = 65536) -> np.ndarray:
@@ -184,6 +388,10 @@ def _observations(cfg: dict[str, Any], x_dim: int) -> tuple[np.ndarray, str, np.
             raise UserError(f"observed={path}: has {x.shape[1]} columns but the posterior is "
                             f"conditioned on {x_dim}; pick them with observed_columns=[...]")
         return x, str(path), None
+    seq = cfg.get("sequential") or {}
+    if seq.get("observed") is not None:
+        return (np.asarray(seq["observed"], np.float64).reshape(1, -1),
+                str(seq.get("source", "the sequential run's observation")), None)
     sim = _simulator(cfg)
     th, x = sim.sample_joint(1, np.random.default_rng([int(cfg.get("seed", 0)), 99]))
     return x, f"simulated ({sim.name}, seed {cfg.get('seed', 0)})", th
@@ -192,7 +400,6 @@ def _observations(cfg: dict[str, Any], x_dim: int) -> tuple[np.ndarray, str, np.
 def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """``n`` posterior draws per observation into ``run_dir/posterior_samples.h5``:
     ``samples [M, n, P]``, ``observed [M, X]`` (and ``theta_true`` for a simulated one)."""
-    from flowctl.apps.common import check_finite
     from flowctl.atomic import write_h5
 
     n = int(cfg.get("n", 1000))
@@ -202,7 +409,7 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     x, source, th_true = _observations(cfg, int(cfg["flow"]["context"]))
     torch.manual_seed(int(cfg.get("seed", 0)))
     t0 = time.perf_counter()
-    s, _ = sample_posterior(flow, cfg, x, n)
+    s, inside = posterior_draws(flow, cfg, _simulator(cfg), x, n, run_dir)
     dt = time.perf_counter() - t0
     check_finite(s, "posterior samples", run_dir)
     path = run_dir / "posterior_samples.h5"
@@ -212,7 +419,7 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             sets["theta_true"] = th_true
         write_h5(path, sets, {"source": source})
     out = {"command": "sample", "observed": source, "n_observations": len(x), "n": n,
-           "file": str(path), "seconds": round(dt, 3),
+           "file": str(path), "seconds": round(dt, 3), "inside_prior_fraction": inside,
            "posterior_mean": s.mean(1).tolist()[:10], "posterior_std": s.std(1).tolist()[:10]}
     update_metrics_json(run_dir, {"sample": out})
     if is_main_process():
@@ -255,7 +462,8 @@ def calibration(theta: np.ndarray, samples: np.ndarray, logq_true: np.ndarray,
             "curve": (grid, np.array([(frac < a).mean() for a in grid]))}
 
 
-def _plots(run_dir: Path, cal: dict[str, Any], n_post: int) -> list[str]:
+def _plots(run_dir: Path, cal: dict[str, Any], n_post: int, tarp_res: dict[str, Any],
+           pair: tuple[np.ndarray, np.ndarray] | None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,18 +487,120 @@ def _plots(run_dir: Path, cal: dict[str, Any], n_post: int) -> list[str]:
     grid, curve = cal["curve"]
     fig, ax = plt.subplots(figsize=(3.6, 3.4))
     ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.plot(grid, curve, "o-", ms=3)
+    ax.plot(grid, curve, "o-", ms=3, label="HPD (flow density)")
+    ax.plot(tarp_res["alpha"], tarp_res["ecp"], "-", label="TARP (random points)")
     ax.set_xlabel("credibility level")
     ax.set_ylabel("expected coverage")
+    ax.legend(fontsize=7)
     out.append(str(save(fig, run_dir / "plots" / "coverage.png")))
+    if pair is not None:
+        q, ref = pair
+        panels = max(1, min(q.shape[1] - 1, 3))
+        fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.0), squeeze=False)
+        for j, ax in enumerate(axes[0]):
+            if q.shape[1] == 1:
+                ax.hist([ref[:, 0], q[:, 0]], bins=50, histtype="step",
+                        label=["reference", "flow"], density=True)
+                ax.set_xlabel("θ0")
+            else:
+                ax.scatter(ref[:3000, j], ref[:3000, j + 1], s=1, alpha=0.3, label="reference")
+                ax.scatter(q[:3000, j], q[:3000, j + 1], s=1, alpha=0.3, label="flow")
+                ax.set_xlabel(f"θ{j}")
+                ax.set_ylabel(f"θ{j + 1}")
+        axes[0][0].legend(fontsize=7, markerscale=5)
+        fig.suptitle("posterior draws for observation 0: flow vs reference", fontsize=9)
+        out.append(str(save(fig, run_dir / "plots" / "posterior_vs_reference.png")))
     return out
 
 
+def _reference_draws(cfg: dict[str, Any], sim: Any, n: int
+                     ) -> tuple[np.ndarray, np.ndarray, str] | str:
+    """``(x [M, X], reference draws [M, n, P], source)`` for C2ST, or why there are none."""
+    from flowctl.data.table import DataError, load_table
+
+    ev = dict(cfg.get("eval") or {})
+    path = ev.get("reference")
+    p = sim.theta_dim
+    if path:
+        x, _, _ = _observations(cfg, sim.x_dim)
+        path = Path(str(path)).expanduser()
+        try:
+            if path.suffix.lower() in (".h5", ".hdf5", ".hdf"):
+                import h5py
+
+                with h5py.File(path, "r") as f:
+                    key = ev.get("reference_key") or "samples"
+                    if key not in f:
+                        raise UserError(f"eval.reference={path}: no dataset {key!r} (set "
+                                        "eval.reference_key)")
+                    ref = np.asarray(f[key], np.float64)
+            elif path.suffix.lower() == ".npy":
+                ref = np.load(path, allow_pickle=False).astype(np.float64)
+            else:
+                ref = np.asarray(load_table(path), np.float64)
+        except (OSError, ValueError, DataError) as exc:
+            raise UserError(f"eval.reference={path}: cannot read ({exc})") from None
+        ref = ref[None] if ref.ndim == 2 else ref
+        if ref.ndim != 3 or ref.shape[0] != len(x) or ref.shape[2] != p:
+            raise UserError(f"eval.reference={path}: shape {ref.shape}; expected [L, {p}] for "
+                            f"one observation or [{len(x)}, L, {p}] for the {len(x)} observed")
+        if not np.isfinite(ref).all():
+            raise UserError(f"eval.reference={path}: holds NaN or inf")
+        return x, ref, str(path)
+    if not sim.has_reference:
+        return (f"{sim.name} has no reference posterior; give eval.reference=FILE with "
+                "observed=FILE")
+    rng = np.random.default_rng([int((cfg.get("sims") or {}).get("seed", 0)), 7])
+    seq = cfg.get("sequential") or {}
+    if seq.get("observed") is not None:
+        x = np.asarray(seq["observed"], np.float64).reshape(1, -1)
+        source = "the sequential run's observation"
+    elif cfg.get("observed"):
+        x, source, _ = _observations(cfg, sim.x_dim)
+    else:
+        m = int(ev.get("c2st_observations", 10))
+        _, x = sim.sample_joint(m, rng)
+        source = f"{m} observations simulated from the prior"
+    ref = np.stack([sim.sample_reference(xi, n, rng) for xi in x])
+    return x, ref, f"{source}, {sim.name} reference posterior"
+
+
+def _c2st(flow: torch.nn.Module, cfg: dict[str, Any], sim: Any, run_dir: Path
+          ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
+    """C2ST of the flow's draws (inside the prior's support) against reference draws."""
+    from flowctl.metrics.c2st import C2STConfig, c2st_many
+
+    ev = dict(cfg.get("eval") or {})
+    n = int(ev.get("c2st_draws", 10000))
+    if int(ev.get("c2st_observations", 10)) <= 0 or n <= 0:
+        return {"c2st": None, "reason": "eval.c2st_observations or eval.c2st_draws is 0"}, None
+    folds = int(ev.get("c2st_folds", 5))
+    if folds < 2 or n < folds:
+        raise UserError(f"eval.c2st_folds must be in [2, c2st_draws], got {folds}")
+    got = _reference_draws(cfg, sim, n)
+    if isinstance(got, str):
+        return {"c2st": None, "reason": got}, None
+    x, ref, source = got
+    n = ref.shape[1]
+    q, inside = posterior_draws(flow, cfg, sim, x, n, run_dir)
+    t0 = time.perf_counter()
+    acc = c2st_many([(ref[i], q[i]) for i in range(len(x))],
+                    C2STConfig(folds=folds, seed=int(cfg.get("seed", 0))))
+    per = acc.mean(1)
+    return ({"c2st": float(per.mean()), "c2st_per_observation": per.tolist(),
+             "c2st_fold_std": float(acc.std(1).mean()), "n_observations": len(x),
+             "draws": n, "folds": folds, "reference": source, "inside_prior_fraction": inside,
+             "seconds": round(time.perf_counter() - t0, 2)}, (q[0], ref[0]))
+
+
 def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """SBC rank histograms, expected coverage at 50/68/95 % and (exact simulators) the KL."""
+    """SBC rank histograms, HPD and TARP expected coverage, C2ST against reference draws and
+    (exact simulators) the KL."""
+    from flowctl.metrics.tarp import tarp
+
     ev = dict(cfg.get("eval") or {})
     flow = load_flow(cfg, run_dir)
-    sim, sets = simulate(cfg)
+    sim, sets = simulate(cfg, ("test",))
     th, x = sets["test"]
     m = min(int(ev.get("n_sbc", 1000)), len(th))
     if m < 10:
@@ -300,9 +610,11 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     torch.manual_seed(int(cfg.get("seed", 0)))
     t0 = time.perf_counter()
     samples, lq_s = sample_posterior(flow, cfg, x[:m], n_post)
+    check_finite(samples, "posterior draws", run_dir)
     lq_true_all = _log_q(flow, cfg, th, x)
     cal = calibration(th[:m].astype(np.float64), samples, lq_true_all[:m], lq_s,
                       int(ev.get("rank_bins", 20)))
+    tr = tarp(th[:m], samples, rng=np.random.default_rng(int(cfg.get("seed", 0))))
     out: dict[str, Any] = {
         "command": "evaluate", "simulator": sim.info(), "n_sbc": m, "n_post": n_post,
         "test_nll": float(-lq_true_all.mean()),
@@ -310,7 +622,14 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "coverage": cal["coverage"], "sbc_rank_chi2_ndf": cal["rank_chi2_ndf"],
         "sbc_rank_hist": cal["rank_hist"].tolist(),
         "coverage_curve": {"level": cal["curve"][0].tolist(),
-                           "coverage": cal["curve"][1].tolist()}}
+                           "coverage": cal["curve"][1].tolist()},
+        "tarp": {"coverage": tr["at"], "max_deviation": tr["max_deviation"], "atc": tr["atc"],
+                 "ks_pvalue": tr["ks_pvalue"], "alpha": tr["alpha"].tolist(),
+                 "ecp": tr["ecp"].tolist()}}
+    if cfg.get("sequential"):
+        out["note"] = ("sequential run: trained for one observation, so SBC, coverage and "
+                       "TARP over the prior predictive are not expected to be calibrated; "
+                       "C2ST at that observation is the measure")
     if sim.exact:
         d = sim.log_posterior(th.astype(np.float64), x.astype(np.float64)) - lq_true_all
         out["kl"] = float(d.mean())
@@ -321,15 +640,19 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             out["posterior_mean_rmse"] = np.sqrt((err**2).mean(0)).tolist()
             out["posterior_std_ratio"] = (samples.std(1).mean(0)
                                           / np.sqrt(np.diag(sim.cov))).tolist()
+    c2, pair = _c2st(flow, cfg, sim, run_dir)
+    out["c2st"] = c2
     out["seconds"] = round(time.perf_counter() - t0, 2)
     if is_main_process() and ev.get("plots", True):
-        out["plots"] = _plots(run_dir, cal, n_post)
+        out["plots"] = _plots(run_dir, cal, n_post, tr, pair)
     update_metrics_json(run_dir, {"evaluate": out})
     if is_main_process():
         cv = "; ".join(f"{k} %: {v['coverage']:.3f} ± {v['error']:.3f}"
                        for k, v in cal["coverage"].items())
+        tv = "; ".join(f"{k} %: {v['ecp']:.3f}" for k, v in tr["at"].items())
         print(f"evaluate: {sim.name}, {m} test simulations × {n_post} posterior draws")
         print(f"  expected coverage (HPD) {cv}")
+        print(f"  TARP expected coverage {tv}; max |ECP − α| {tr['max_deviation']:.3f}")
         print("  SBC rank χ²/ndf per parameter: "
               + ", ".join(f"{c:.2f}" for c in cal["rank_chi2_ndf"]))
         line = f"  test NLL {out['test_nll']:.4f} ± {out['test_nll_se']:.4f} nats"
@@ -337,6 +660,14 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             line += (f"; KL(p||q) {out['kl']:.4f} ± {out['kl_se']:.4f} nats "
                      f"(truth NLL {out['test_nll_truth']:.4f})")
         print(line)
+        if c2["c2st"] is not None:
+            print(f"  C2ST {c2['c2st']:.3f} (0.5 is perfect; {c2['n_observations']} "
+                  f"observation(s) × {c2['draws']} draws, {c2['folds']}-fold MLP; "
+                  f"{c2['reference']})")
+        else:
+            print(f"  C2ST: not computed ({c2['reason']})")
+        if "note" in out:
+            print(f"  note: {out['note']}")
     return out
 
 

@@ -25,7 +25,8 @@ def _cfg(**sim: object) -> dict:
         "sims": {"n_train": 600, "n_val": 100, "n_test": 100, "seed": 0},
         "trainer": {"device": "cpu", "epochs": 2, "batch_size": 100, "schedule": "constant",
                     "log_every": 100},
-        "eval": {"n_sbc": 100, "n_post": 20, "rank_bins": 5, "plots": True},
+        "eval": {"n_sbc": 100, "n_post": 20, "rank_bins": 5, "plots": True,
+                 "c2st_observations": 2, "c2st_draws": 200},
     }
 
 
