@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test lint bench data clean install help caloflow caloflow-tiny caloflow-cpu integrate-bench bench-integration \
-	cathode cathode-tiny cathode-cpu cathode-scan cathode-scan-gpu gaia gaia-tiny
+	cathode cathode-tiny cathode-cpu cathode-scan cathode-scan-gpu gaia gaia-tiny gaia-streams
 
 help:
 	@echo "make demo   - create $(VENV), install flowctl, train/sample/evaluate the quickstart (~2 min)"
@@ -25,6 +25,7 @@ help:
 	@echo "make cathode-scan - injection scan n_sig 3000..300 x 5 seeds, CATHODE/ANODE/CWoLa on data alone (k-fold), CPU preset (many hours)"
 	@echo "make gaia-tiny - Gaia stream search (synthetic patch, ANODE, purity) in about a minute on CPU"
 	@echo "make gaia   - the same with the realistic settings (21 windows; GPU-sized)"
+	@echo "make gaia-streams - ANODE vs CATHODE (+ line search) on tiny patches with 300/150/90 stream stars (~15 min on CPU)"
 	@echo "make integrate-bench - flowctl integrate vs VEGAS vs plain MC at 150k calls, 3 seeds (~1 h on 1 core)"
 	@echo "make clean  - remove outputs/, build artefacts and caches (keeps $(VENV))"
 
@@ -159,6 +160,9 @@ gaia-tiny: install
 	rm -rf $(GAIA_TINY)/run
 	$(PY) -m flowctl train config=gaia_anode_tiny data.path=$(GAIA_TINY)/data/patch_tiny.h5 run_dir=$(GAIA_TINY)/run
 	$(PY) -m flowctl evaluate run=$(GAIA_TINY)/run
+
+gaia-streams: install
+	$(PY) benchmarks/gaia_streams.py --tag tiny --n-field 30000 --n-stream 300 150 90 --config tiny
 
 gaia: install
 	test -f data/gaia/patch.h5 || $(PY) -m flowctl.data.synth.gaia --out data/gaia --n-field 400000 --n-stream 1000
