@@ -585,7 +585,8 @@ def _c2st(flow: torch.nn.Module, cfg: dict[str, Any], sim: Any, run_dir: Path
     q, inside = posterior_draws(flow, cfg, sim, x, n, run_dir)
     t0 = time.perf_counter()
     acc = c2st_many([(ref[i], q[i]) for i in range(len(x))],
-                    C2STConfig(folds=folds, seed=int(cfg.get("seed", 0))))
+                    C2STConfig(folds=folds, seed=int(cfg.get("seed", 0)),
+                               max_epochs=int(ev.get("c2st_max_epochs", 1000))))
     per = acc.mean(1)
     return ({"c2st": float(per.mean()), "c2st_per_observation": per.tolist(),
              "c2st_fold_std": float(acc.std(1).mean()), "n_observations": len(x),

@@ -26,7 +26,7 @@ def _cfg(**sim: object) -> dict:
         "trainer": {"device": "cpu", "epochs": 2, "batch_size": 100, "schedule": "constant",
                     "log_every": 100},
         "eval": {"n_sbc": 100, "n_post": 20, "rank_bins": 5, "plots": True,
-                 "c2st_observations": 2, "c2st_draws": 200},
+                 "c2st_observations": 1, "c2st_draws": 1000, "c2st_max_epochs": 30},
     }
 
 

@@ -16,12 +16,13 @@ from flowctl.simulators.truncation import TruncationError, hdr_threshold, sample
 def test_c2st_identical_half_disjoint_one() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(600, 2)), rng.normal(size=(600, 2))
-    same = c2st_folds(a, b)
-    assert same.shape == (5,) and abs(same.mean() - 0.5) < 0.06
-    assert c2st(a, b + np.array([8.0, 0.0])) > 0.98
-    # a partial shift lies in between and the batched form gives one score per pair
-    acc = c2st_many([(a, b), (a, b + 1.5)], C2STConfig(folds=3))
-    assert acc.shape == (2, 3) and acc[1].mean() > acc[0].mean() + 0.15
+    # identical, partly shifted and disjoint pairs, trained together as one batched model
+    acc = c2st_many([(a, b), (a, b + 1.0), (a, b + np.array([8.0, 0.0]))],
+                    C2STConfig(max_epochs=60))
+    assert acc.shape == (3, 5)
+    same, part, apart = acc.mean(1)
+    assert abs(same - 0.5) < 0.06 and apart > 0.98 and 0.6 < part < 0.85
+    np.testing.assert_allclose(c2st_folds(a[:50], b[:50] + 8.0, C2STConfig(folds=2)), 1.0)
     with pytest.raises(ValueError, match="NaN"):
         c2st(a, np.full((600, 2), np.nan))
     with pytest.raises(ValueError, match=r"\[N, D\]"):
