@@ -119,8 +119,8 @@ class Reliability:
         if self.reliable:
             return f"{name}: error estimate looks reliable ({stats})"
         return (f"{name}: UNRELIABLE error estimate ({'; '.join(self.reasons)}): the true "
-                "error can be much larger than reported; train longer, use more calls or "
-                "channels")
+                "error can be much larger than reported; train longer (more calls, "
+                "buffered steps), anneal (trainer.anneal=0.7) or use channels")
 
 
 def diagnose(w: np.ndarray, *, k_max: float = 0.7, min_ess: float = 100.0,
