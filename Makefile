@@ -8,6 +8,7 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test lint bench data clean install help caloflow caloflow-tiny caloflow-cpu integrate-bench bench-integration \
+	caloflow-ds1-tiny caloflow-ds2-tiny caloflow-ds3-tiny caloflow-challenge-bench \
 	cathode cathode-tiny cathode-cpu cathode-scan cathode-scan-gpu gaia gaia-tiny gaia-streams
 
 help:
@@ -19,6 +20,9 @@ help:
 	@echo "make caloflow-tiny - CaloFlow chain (data, teacher, student, sample, evaluate, classify) in minutes on CPU"
 	@echo "make caloflow PARTICLE=eplus - the same chain with the paper settings (GPU-sized)"
 	@echo "make caloflow-cpu - the CPU-sized chain behind the README's CaloFlow figures (hours)"
+	@echo "make caloflow-ds1-tiny DS1=photons|pions - CaloFlow on a synthetic CaloChallenge DS1 file: teacher, student, sample, evaluate (minutes)"
+	@echo "make caloflow-ds2-tiny / caloflow-ds3-tiny - iCaloFlow (layer by layer) on small synthetic DS2 / DS3 files"
+	@echo "make caloflow-challenge-bench - ms per shower at batch 10 000 (DS1 photons/pions, DS2; teacher, student; 1 and 2 threads)"
 	@echo "make cathode-tiny - all five anomaly methods (CATHODE, ANODE, CWoLa, idealized, supervised) in minutes on CPU"
 	@echo "make cathode SEEDS=0,1,2,3,4 - the same with the paper settings (GPU-sized), one run per seed"
 	@echo "make cathode-cpu - 5 seeds x 5 methods, CPU-sized (configs/preset/cpu.yaml), default + shifted data"
@@ -26,7 +30,7 @@ help:
 	@echo "make gaia-tiny - Gaia stream search (synthetic patch, ANODE, purity) in about a minute on CPU"
 	@echo "make gaia   - the same with the realistic settings (21 windows; GPU-sized)"
 	@echo "make gaia-streams - ANODE vs CATHODE (+ line search) on tiny patches with 300/150/90 stream stars (~15 min on CPU)"
-	@echo "make integrate-bench - flowctl integrate vs VEGAS vs plain MC at 150k calls, 3 seeds (~1 h on 1 core)"
+	@echo "make integrate-bench - flowctl integrate vs MadNIS vs VEGAS vs plain MC at 150k calls, 3 seeds (hours on 1 core; INTEGRATE_BENCH_ARGS=\"--calls 1500000\" for 1.5M)"
 	@echo "make clean  - remove outputs/, build artefacts and caches (keeps $(VENV))"
 
 $(PY):
@@ -90,6 +94,32 @@ caloflow-cpu: install
 	$(PY) -m flowctl evaluate run=$(CALO_CPU)/teacher $(CALO_CPU_EVAL)
 	$(PY) -m flowctl distill config=caloflow_student teacher=$(CALO_CPU)/teacher data.path=$(CALO_CPU)/data/$(PARTICLE).h5 run_dir=$(CALO_CPU)/student flow.hidden=[128,128] trainer.epochs=20 milestone_epochs=[6,14] trainer.lr=5e-4 trainer.resume=true
 	$(PY) -m flowctl evaluate run=$(CALO_CPU)/student $(CALO_CPU_EVAL)
+
+# CaloChallenge geometries (README "Calorimeter showers"): synthetic files in the challenge's
+# format, binning XML shipped with flowctl (data.binning=ds1_photons | ds1_pions | ds2 | ds3).
+DS1 ?= photons
+CC_TINY := outputs/caloflow-challenge-tiny
+caloflow-ds1-tiny: install
+	$(PY) -m flowctl.data.synth.challenge --dataset ds1_$(DS1) --n 3000 --out $(CC_TINY)/data/ds1_$(DS1).h5
+	$(PY) -m flowctl.data.synth.challenge --dataset ds1_$(DS1) --n 1000 --seed 1 --out $(CC_TINY)/data/ds1_$(DS1)_reference.h5
+	rm -rf $(CC_TINY)/ds1_$(DS1)
+	$(PY) -m flowctl train config=caloflow_ds1_tiny data.path=$(CC_TINY)/data/ds1_$(DS1).h5 data.binning=ds1_$(DS1) run_dir=$(CC_TINY)/ds1_$(DS1)
+	$(PY) -m flowctl sample run=$(CC_TINY)/ds1_$(DS1) energies=$(CC_TINY)/data/ds1_$(DS1)_reference.h5
+	$(PY) -m flowctl evaluate run=$(CC_TINY)/ds1_$(DS1)
+	$(PY) -m flowctl distill run=$(CC_TINY)/ds1_$(DS1)
+	$(PY) -m flowctl evaluate run=$(CC_TINY)/ds1_$(DS1)/student
+
+caloflow-ds2-tiny caloflow-ds3-tiny: caloflow-%-tiny: install
+	$(PY) -m flowctl.data.synth.challenge --dataset $* --n $(if $(filter ds2,$*),500,120) --out $(CC_TINY)/data/$*.h5
+	rm -rf $(CC_TINY)/$*
+	$(PY) -m flowctl train config=caloflow_$*_tiny data.path=$(CC_TINY)/data/$*.h5 run_dir=$(CC_TINY)/$*
+	$(PY) -m flowctl distill run=$(CC_TINY)/$*
+	$(PY) -m flowctl sample run=$(CC_TINY)/$*/student n=100
+	$(PY) -m flowctl evaluate run=$(CC_TINY)/$*/student
+
+caloflow-challenge-bench: install
+	$(PY) benchmarks/calo_sampling.py --datasets ds1_photons ds1_pions --batch 10000 --reps 1 --threads 1 2
+	$(PY) benchmarks/calo_sampling.py --datasets ds2 --batch 10000 --reps 1 --threads 1 2
 
 CALO := outputs/caloflow-$(PARTICLE)
 caloflow: install

@@ -1,16 +1,20 @@
-"""flowctl integrate vs VEGAS vs plain MC at the same number of integrand calls.
+"""flowctl integrate vs MadNIS vs VEGAS vs plain MC at the same number of integrand calls.
 
-Workloads of BENCH.md (integration): camel 2/4/8/16-d, gauss 16-d, polynomial 18-d and
-e+e- -> q qbar g; every method gets ``--calls`` integrand calls in total (flowctl: training +
-fresh estimate; VEGAS: 10 adaptation + 20 measurement iterations, its rel. std per point from
-the measurement calls; plain MC: all of them). flowctl runs the shipped settings of
-configs/integrate_<name>.yaml (variant ``shipped``) unless ``--variants``/``--trainer``/``--flow``
-say otherwise. Reported per method and seed: integral ± error, pull, relative std per point,
-unweighting efficiency (bootstrap, reference §6), calls and wall time; for camel whether each
-peak is found (:func:`flowctl.metrics.integration.mode_census` on flowctl's fresh estimate
-points and on extra points of VEGAS's final map). Then a summary over seeds.
+Workloads of BENCH.md (integration): camel 2/4/8/16-d, gauss 16-d, polynomial 18-d,
+e+e- -> q qbar g, and the narrow correlated ridge in 4/6/8-d; every method gets ``--calls``
+integrand calls in total (flowctl: training + fresh estimate; MadNIS 1.0 with its defaults:
+training capped at the same calls + the same fresh estimate; VEGAS: 10 adaptation + 20
+measurement iterations, its rel. std per point from the measurement calls; plain MC: all of
+them). flowctl runs the shipped settings of configs/integrate_<name>.yaml (variant
+``shipped``) unless ``--variants``/``--trainer``/``--flow`` say otherwise. Reported per method
+and seed: integral ± error, pull, relative std per point, unweighting efficiency (bootstrap,
+reference §6), calls, wall time, and whether the reliability diagnostics
+(:mod:`flowctl.integration.diagnostics`) trust the error; for camel whether each peak is found
+(:func:`flowctl.metrics.integration.mode_census` on the fresh estimate points, and on extra
+points of VEGAS's final map). Then a summary over seeds.
 
     python benchmarks/integration.py --seeds 3            # all workloads, 150 000 calls
+    python benchmarks/integration.py --only camel16,ridge6 --seeds 3 --peers madnis,vegas
     python benchmarks/integration.py --only camel8 --seeds 3 --trainer '{"buffered_steps": 10}'
     python benchmarks/integration.py --only camel4,camel8 --variants shipped,variance --jobs 2
 
