@@ -68,8 +68,8 @@ from flowctl.data.calo import (
 )
 from flowctl.data.table import DataError
 
-__all__ = ["COMMANDS", "classify", "distill", "evaluate", "load_data", "sample", "train",
-           "validate"]
+__all__ = ["COMMANDS", "ShowerSampler", "classify", "distill", "evaluate", "load_data",
+           "sample", "train", "validate"]
 
 STAGES = ("energy", "teacher", "student")
 MODELS = ("caloflow", "layerwise")
@@ -650,16 +650,22 @@ def _clean_layer(x: torch.Tensor) -> torch.Tensor:
     return torch.where(s > 0, x / s.clamp_min(1e-30), torch.full_like(x, 1.0 / x.shape[1]))
 
 
-class _Sampler:
-    """The shower flow(s) of a run: ``sample(ctx [n, 1 + L]) -> normalised voxels [n, V]``."""
+class ShowerSampler:
+    """The shower flow(s) of a run: ``sample(ctx [n, 1 + L]) -> normalised voxels [n, V]``;
+    ``first`` is iCaloFlow's layer-0 flow (None for CaloFlow's single Flow II)."""
 
-    def __init__(self, cfg: dict[str, Any], run_dir: Path, dev: torch.device) -> None:
-        self.model = cfg.get("model", "caloflow")
-        self.sizes = _layer_sizes(cfg, run_dir) or [int(np.prod(s)) for s in CALOGAN_LAYERS]
-        self.flow = _load(run_dir, cfg["flow"], self.sizes).to(dev)
-        self.first = None
-        if self.model == "layerwise":
-            self.first = _load(run_dir / "first", cfg["flow_first"], self.sizes).to(dev)
+    def __init__(self, flow: torch.nn.Module, sizes: list[int],
+                 first: torch.nn.Module | None = None) -> None:
+        self.flow, self.sizes, self.first = flow, sizes, first
+
+    @classmethod
+    def from_run(cls, cfg: dict[str, Any], run_dir: Path, dev: torch.device) -> ShowerSampler:
+        sizes = _layer_sizes(cfg, run_dir) or [int(np.prod(s)) for s in CALOGAN_LAYERS]
+        flow = _load(run_dir, cfg["flow"], sizes).to(dev)
+        first = None
+        if cfg.get("model", "caloflow") == "layerwise":
+            first = _load(run_dir / "first", cfg["flow_first"], sizes).to(dev)
+        return cls(flow, sizes, first)
 
     def sample(self, ctx: torch.Tensor) -> torch.Tensor:
         n = len(ctx)
@@ -679,7 +685,7 @@ def generate(cfg: dict[str, Any], run_dir: Path, n: int, batch: int, seed: int,
     incident energies from ``energies_gev`` or drawn as ``data.e_sampling`` says."""
     dev = _device(cfg)
     flow1 = _load_energy(cfg, run_dir).to(dev)
-    sampler = _Sampler(cfg, run_dir, dev)
+    sampler = ShowerSampler.from_run(cfg, run_dir, dev)
     sizes = sampler.sizes
     edges = np.cumsum([0, *sizes])
     slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
