@@ -71,7 +71,9 @@ class UnweightingStats:
 
     With |w| of the non-zero weights, replicas of ``replica_size`` drawn with replacement give
     w_max = median over replicas of max(replica); ``efficiency`` = mean over replicas of
-    mean(replica) / w_max (after cuts) times ``cut_efficiency`` (fraction of non-zero weights);
+    min(mean(replica) / w_max, 1) (after cuts; the cap only acts on heavy-tailed weights,
+    where a replica with a huge weight would otherwise count as more than 100 %) times
+    ``cut_efficiency`` (fraction of non-zero weights);
     ``partial`` = mean(min(|w| / w_max, 1)) (unweighting that keeps over-weights, also times
     the cut efficiency); ``overweight_fraction`` = fraction of |w| > w_max; ``naive`` =
     mean|w| / max|w| over all weights.
@@ -121,7 +123,7 @@ def unweighting_efficiency(w: np.ndarray, replicas: int = 1000, replica_size: in
         maxima[i:i + k] = s.max(1)
         means[i:i + k] = s.mean(1)
     w_max = float(np.median(maxima))
-    after = float(np.mean(means / w_max))
+    after = float(np.mean(np.minimum(means / w_max, 1.0)))  # a heavy tail: <= 1 per replica
     partial = float(np.mean(np.minimum(nz / w_max, 1.0)))
     return UnweightingStats(
         efficiency=after * cut_eff,
