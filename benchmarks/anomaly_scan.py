@@ -4,7 +4,8 @@ For every injected signal count (``data.n_sig``) and seed, each method runs thro
 data-only mode (no extra files: every SR event is scored out-of-fold, k = 5) and the R&D file's
 labels give its max SIC. The seed also sets ``data.split_seed``, so each seed injects a
 different signal subset (CATHODE's scan does the same). ANODE reuses the same point's CATHODE
-sideband flow. Writes ``benchmarks/results/anomaly_scan_<tag>.json`` (per-run numbers and the
+sideband flow. One ``flowctl evaluate`` per point adds each method's sideband-sculpting numbers
+(and plots/sculpting.png in that point's first run). Writes ``benchmarks/results/anomaly_scan_<tag>.json`` (per-run numbers and the
 median/16-84 % table) and ``anomaly_scan_<tag>.png`` (the papers' sensitivity plot).
 
     python benchmarks/anomaly_scan.py --data data/lhco-scan/events_anomalydetection_v2.features.h5 \\
@@ -33,6 +34,8 @@ from flowctl.anomaly.scan import scan_table
 REPO = Path(__file__).resolve().parents[1]
 
 METHODS = ("cathode", "anode", "cwola")
+SCULPT_KEYS = ("sb_efficiency_at_fpr0.01", "sb_chi2_ndf_at_fpr0.01",
+               "sb_efficiency_at_fpr0.001", "sb_chi2_ndf_at_fpr0.001")
 
 
 def flowctl(args: list[str], log: Path) -> float:
@@ -80,6 +83,13 @@ def run_point(n_sig: int, seed: int, a: argparse.Namespace, root: Path) -> list[
     if "cwola" in a.methods and _done(rd["cwola"]) is None:
         walls["cwola"] = flowctl(["train", f"config=cwola{suffix}", f"run_dir={rd['cwola']}",
                                   *common], log)
+    # one `evaluate` per point: the sculpting check (sideband efficiency flatness) of each
+    # method and plots/{roc_sic,sculpting}.png in the first method's run
+    first = rd[a.methods[0]]
+    ev = json.loads((first / "metrics.json").read_text()).get("evaluate")
+    if not ev or set(ev.get("methods", {})) != set(a.methods):
+        flowctl(["evaluate", f"run={first}", f"eval.search=[{root}]"], log)
+        ev = json.loads((first / "metrics.json").read_text())["evaluate"]
     out = []
     for m in a.methods:
         met = _done(rd[m])
@@ -96,6 +106,7 @@ def run_point(n_sig: int, seed: int, a: argparse.Namespace, root: Path) -> list[
                     "gain_at_fpr0.001": s.get("gain_at_fpr0.001"),
                     "s_over_b": info["sr_s_over_b"], "s_over_sqrt_b": info["sr_s_over_sqrt_b"],
                     "sr_signal": info["sr_signal"], "sr_background": info["sr_background"],
+                    **{k: (ev["methods"][m].get(k) or {}).get("median") for k in SCULPT_KEYS},
                     "wall_s": round(float(wall), 1)})
     print(f"n_sig {n_sig} seed {seed}: " + ", ".join(
         f"{r['method']} max SIC {r['max_sic']}" for r in out), flush=True)

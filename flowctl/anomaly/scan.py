@@ -23,7 +23,8 @@ __all__ = ["RECORD_KEYS", "scan_table"]
 
 #: Numbers of one run that the table summarises over seeds.
 RECORD_KEYS = ("max_sic", "auc", "gain_at_fpr0.01", "gain_at_fpr0.001", "s_over_b",
-               "s_over_sqrt_b", "significance_after_cut")
+               "s_over_sqrt_b", "significance_after_cut", "sb_chi2_ndf_at_fpr0.01",
+               "sb_chi2_ndf_at_fpr0.001")
 
 
 def scan_table(records: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
