@@ -630,7 +630,8 @@ def _read_samples(run_dir: Path) -> np.ndarray:
 def classify(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """CATHODE: classifier SR data (label 1) vs the run's samples (label 0), with the samples
     shared between train and val in proportion to the data (CATHODE's oversampling); then
-    the test scores."""
+    the test scores. In data-only mode: k-fold classifiers over SR data and samples, every
+    SR event scored out-of-fold."""
     method = _method(cfg)
     if method != "cathode":
         raise UserError(f"method {method} trains its classifier in `flowctl train`; "
