@@ -34,13 +34,13 @@ if str(REPO) not in sys.path:
 from benchmarks.common import machine_info, results_path, save_results
 
 #: CPU-sized settings (the paper's are GPU-sized: MADE width 378/533, 100 epochs).
-OVERRIDES = ["flow.hidden=[128,128]", "trainer.epochs=20", "milestone_epochs=[10,16]",
+OVERRIDES = ["flow.hidden=[128,128]", "trainer.epochs=10", "milestone_epochs=[6,9]",
              "trainer.lr=5e-4", "energy_trainer.epochs=30", "energy_milestone_epochs=[20]",
-             "classifier.hidden=[512,512,512]", "classifier.epochs=30",
-             "classifier.patience=10", "classifier.lr=2e-4", "classifier.bootstrap=100",
+             "classifier.hidden=[256,256,256]", "classifier.epochs=30",
+             "classifier.patience=8", "classifier.lr=5e-4", "classifier.bootstrap=100",
              "sample.batch=5000", "sample.device=cpu", "trainer.device=cpu"]
-STUDENT = ["student.flow.hidden=[128,128]", "student.trainer.epochs=10",
-           "student.trainer.lr=5e-4", "student.milestone_epochs=[5,8]"]
+STUDENT = ["student.flow.hidden=[128,128]", "student.trainer.epochs=5",
+           "student.trainer.lr=5e-4", "student.milestone_epochs=[4]"]
 
 
 def _run(args: list[str], log: list[dict[str, Any]]) -> None:
@@ -59,8 +59,8 @@ def _run(args: list[str], log: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["ds1_photons", "ds1_pions"])
-    ap.add_argument("--n", type=int, default=10000, help="training-file showers")
-    ap.add_argument("--n-ref", type=int, default=5000, help="reference-file showers")
+    ap.add_argument("--n", type=int, default=5000, help="training-file showers")
+    ap.add_argument("--n-ref", type=int, default=3000, help="reference-file showers")
     ap.add_argument("--out", default="outputs/calo-challenge-bench")
     args = ap.parse_args(argv)
     import torch

@@ -100,3 +100,19 @@ def test_high_level_features_by_hand() -> None:
     assert hi.shape == (2, 1 + 5 + 4 * 2 + 1 + 3 * 5)
     lo = classifier_low(g, np.array([100.0, 100.0]), v, 1.0, normed=True)
     assert lo.shape == (2, 1 + 368 + 5) and np.allclose(lo[0, 1 + sl.start + i0], 0.5)
+
+
+@pytest.mark.slow
+def test_two_seeds_are_one_distribution() -> None:
+    """The challenge's cls-high classifier cannot tell two synthetic files apart."""
+    from flowctl.metrics.classifier import ClassifierConfig, train_classifier
+
+    g = load_binning("ds1_photons")
+    xs = []
+    for seed in (0, 1):
+        e, s = generate(g, 1500, seed=seed)
+        xs.append(classifier_high(g, e, s, 1.0))
+    cfg = ClassifierConfig(hidden=(32, 32), epochs=15, patience=5, batch_size=256,
+                           bootstrap=20, lr=1e-3)
+    r = train_classifier(xs[0], xs[1], cfg)
+    assert abs(r.auc - 0.5) < 0.06, r.auc
