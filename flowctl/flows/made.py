@@ -52,13 +52,82 @@ def prefix_blocks(in_degrees: Tensor, out_degrees: Tensor, strict: bool,
     return tuple(out)
 
 
+# With autograd the blocked product pays only for large layers and batches (measured on a
+# CPU: 1.4x less CPU time for W1's 504 -> 11 592 output layer at batch 256, none for 128 x 128)
+MIN_SKIP_ROWS = 128
+MIN_SKIP_WEIGHTS = 1 << 16
+
+
+def _blocked_linear(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor,
+                    blocks: tuple[tuple[int, int, int], ...]) -> tuple[Tensor, list[Tensor]]:
+    """``x @ (weight * mask).T + bias`` reading only the prefix blocks; also returns the masked
+    weight blocks ``[r1 - r0, c]`` (for the backward)."""
+    out = x.new_empty(x.shape[0], weight.shape[0])
+    masked = []
+    for r0, r1, c in blocks:
+        w = weight[r0:r1, :c] * mask[r0:r1, :c]
+        torch.addmm(bias[r0:r1], x[:, :c], w.t(), out=out[:, r0:r1])
+        masked.append(w)
+    return out, masked
+
+
+class _BlockedMaskedLinear(torch.autograd.Function):
+    """Autograd of the zero-skipping masked product: the forward and both backward products
+    (input and weight gradients) multiply only the blocks the mask can reach (about 56 % of
+    the dense multiply-adds with 8 blocks). The gradients are those of the dense
+    ``F.linear(x, weight * mask, bias)``: zero on masked-out weights. Under ``create_graph``
+    the backward falls back to the dense, differentiable formulas."""
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor,
+                blocks: tuple[tuple[int, int, int], ...]) -> Tensor:
+        out, masked = _blocked_linear(x, weight, mask, bias, blocks)
+        ctx.blocks = blocks
+        ctx.save_for_backward(x, weight, mask, *masked)
+        return out
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, mask, *masked = ctx.saved_tensors
+        need_x, need_w, _, need_b, _ = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # double backward: dense, differentiable
+            wm = weight * mask
+            gx = grad @ wm if need_x else None
+            gw = (grad.t() @ x) * mask if need_w else None
+            gb = grad.sum(0) if need_b else None
+            return gx, gw, None, gb, None
+        grad = grad.contiguous()
+        gx = gw = gb = None
+        if need_x:  # the widest block writes its prefix, the others add to theirs
+            order = sorted(range(len(ctx.blocks)), key=lambda j: -ctx.blocks[j][2])
+            gx = x.new_empty(x.shape)
+            r0, r1, c = ctx.blocks[order[0]]
+            torch.mm(grad[:, r0:r1], masked[order[0]], out=gx[:, :c])
+            gx[:, c:].zero_()
+            for j in order[1:]:
+                r0, r1, c = ctx.blocks[j]
+                if c:
+                    gx[:, :c].addmm_(grad[:, r0:r1], masked[j])
+        if need_w:  # zero only what no block writes
+            gw = weight.new_empty(weight.shape)
+            for r0, r1, c in ctx.blocks:
+                block = gw[r0:r1, :c]
+                torch.mm(grad[:, r0:r1].t(), x[:, :c], out=block)
+                block.mul_(mask[r0:r1, :c])
+                gw[r0:r1, c:].zero_()
+        if need_b:
+            gb = grad.sum(0)
+        return gx, gw, None, gb, None
+
+
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` whose weight is multiplied by a fixed 0/1 mask ``[out, in]``.
 
-    With degree-sorted units the mask is block lower-triangular. Without autograd on the CPU
-    the product skips the all-zero blocks (each of ``SKIP_BLOCKS`` row blocks reads only the
-    input prefix it can see: about 56 % of the dense multiply-adds); with autograd, or on a GPU,
-    it is one dense product.
+    With degree-sorted units the mask is block lower-triangular. On the CPU the product skips
+    the all-zero blocks (each of ``SKIP_BLOCKS`` row blocks reads only the input prefix it can
+    see: about 56 % of the dense multiply-adds): without autograd always, with autograd (then
+    also in both backward products) from ``MIN_SKIP_ROWS`` rows and ``MIN_SKIP_WEIGHTS`` weights on. On a GPU, for unsorted
+    degrees or for small batches under autograd it is one dense product.
     """
 
     def __init__(self, in_degrees: Tensor, out_degrees: Tensor, strict: bool) -> None:
@@ -73,12 +142,13 @@ class MaskedLinear(nn.Linear):
         self.blocks = prefix_blocks(in_degrees, out_degrees, strict)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (len(self.blocks) < 2 or torch.is_grad_enabled() or x.device.type != "cpu"
-                or x.dim() != 2):
+        if len(self.blocks) < 2 or x.device.type != "cpu" or x.dim() != 2:
             return F.linear(x, self.weight * self.mask, self.bias)
-        w, m = self.weight, self.mask  # mask only the blocks that are multiplied
-        return torch.cat([F.linear(x[:, :c], w[r0:r1, :c] * m[r0:r1, :c], self.bias[r0:r1])
-                          for r0, r1, c in self.blocks], dim=1)
+        if not torch.is_grad_enabled():
+            return _blocked_linear(x, self.weight, self.mask, self.bias, self.blocks)[0]
+        if x.shape[0] < MIN_SKIP_ROWS or self.weight.numel() < MIN_SKIP_WEIGHTS:
+            return F.linear(x, self.weight * self.mask, self.bias)
+        return _BlockedMaskedLinear.apply(x, self.weight, self.mask, self.bias, self.blocks)
 
 
 class MADE(nn.Module):
