@@ -32,21 +32,33 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def interleaved_times(fns: Mapping[str, Callable[[], Any]], warmup: int, reps: int,
-                      sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+                      sync: Callable[[], None] = lambda: None,
+                      cpu_times: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """Run ``warmup + reps`` rounds; each round calls every function once, in an order rotated
-    by one per round. Returns the ``reps`` measured wall times (seconds) per name."""
+    by one per round. Returns the ``reps`` measured wall times (seconds) per name.
+
+    With ``cpu_times`` (a dict, filled in place) also the process CPU seconds of each call: on a
+    machine shared with other jobs, and with one torch thread, this counts the work done rather
+    than the time the scheduler gave to others (with several threads it includes their
+    spin-waits)."""
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
+    if cpu_times is not None:
+        cpu_times.update({name: [] for name in names})
     for it in range(warmup + reps):
         shift = it % len(names)
         for name in names[shift:] + names[:shift]:
             sync()
+            cpu = time.process_time()
             start = time.perf_counter()
             fns[name]()
             sync()
             elapsed = time.perf_counter() - start
+            cpu = time.process_time() - cpu
             if it >= warmup:
                 times[name].append(elapsed)
+                if cpu_times is not None:
+                    cpu_times[name].append(cpu)
     return times
 
 

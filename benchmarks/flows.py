@@ -1,4 +1,5 @@
-"""Side-by-side speed and quality of flowctl.flows against zuko and nflows (``make bench``).
+"""Side-by-side speed and quality of flowctl.flows against zuko, nflows and normflows
+(``make bench``).
 
 Workloads (../shared/BENCH.md), float32, fixed seeds, every library timed once per repetition
 in a rotating order (so machine drift hits all alike), medians of the repetitions:
@@ -11,6 +12,15 @@ in a rotating order (so machine drift hits all alike), medians of the repetition
       (``GeneralCouplingTransform``, the column ``zuko``) and as ``NSF(passes=2)`` (the column
       ``zuko-nsf2``, hidden width 96 so its parameter count matches within 5 %).
 * W3  affine MAF on 16 dims (5 transforms, MADE 2x128): train step at 4096, sampling 10 000.
+normflows 1.7.3 runs its own layers as its users would: ``MaskedAffineAutoregressive`` (W3)
+wrapped in its ``Reverse`` so that, like the MAFs of the other libraries, density is the one-pass
+direction (normflows' own orientation makes it an IAF: 16 sequential MADE passes per log_prob);
+``AutoregressiveRationalQuadraticSpline`` (W1) and ``CoupledRationalQuadraticSpline`` (W2, Q) as
+they are. Their conditioners are residual networks (one residual block: input layer, two hidden
+layers, output layer) and the coupling wrapper also transforms the conditioning half by a free
+spline (nflows' ``apply_unconditional_transform``); the hidden width is chosen so the parameter
+count matches flowctl's within 5 % (printed). Permutations: ``Permute(mode="swap")``.
+
 * Q   the W2 architecture on 2 dims, 2000 Adam steps (lr 1e-3, batch 512) on a ring of
       8 Gaussians; KL(p||q) on 100k fresh samples with its Monte-Carlo error, and wall time.
 
@@ -59,6 +69,7 @@ from benchmarks.common import (
 from flowctl.flows import build
 
 try:
+    import normflows as nf
     from nflows.distributions import StandardNormal as NflowsNormal
     from nflows.flows import Flow as NflowsFlow
     from nflows.transforms import (
@@ -74,7 +85,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the optional extra
     raise SystemExit(f"the flow benchmark needs the peers: pip install -e '.[bench]' ({err})")
 
-LIBRARIES = ("flowctl", "zuko", "nflows")
+LIBRARIES = ("flowctl", "zuko", "nflows", "normflows")
 ZUKO_NSF = "zuko-nsf2"  # zuko NSF with passes=2 (W2 only)
 WORKLOADS = ("W1", "W2", "W3", "Q")
 SEED = 1234
@@ -126,6 +137,40 @@ def zuko_rqs(bound: float) -> Callable[..., Any]:
     return partial(MonotonicRQSTransform, bound=bound, slope=1e-3)
 
 
+def normflows_model(layers: list[nn.Module], features: int) -> Model:
+    flow = nf.NormalizingFlow(nf.distributions.DiagGaussian(features, trainable=False), layers)
+    return Model(flow, flow.log_prob, lambda n: flow.sample(n)[0])
+
+
+def matched_width(make_layer: Callable[[int], nn.Module], target: int, start: int) -> int:
+    """Smallest hidden width whose one-layer parameter count reaches ``target`` (bisection;
+    the count grows with the width)."""
+    lo, hi = 1, 4 * start
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count_parameters(make_layer(mid)) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    below = count_parameters(make_layer(max(1, lo - 1)))
+    return lo - 1 if lo > 1 and target - below < count_parameters(make_layer(lo)) - target else lo
+
+
+def normflows_stack(make_layer: Callable[[int], nn.Module], transforms: int, target: int,
+                    start: int, features: int, permute: bool) -> Model:
+    """``transforms`` normflows layers of the width matching ``target`` parameters in all,
+    optionally with ``Permute(mode="swap")`` between them."""
+    width = matched_width(make_layer, target // transforms, start)
+    torch.manual_seed(SEED)
+    layers: list[nn.Module] = []
+    for i in range(transforms):
+        if permute and i > 0:
+            layers.append(nf.flows.Permute(features, mode="swap"))
+        layers.append(make_layer(width))
+    print(f"  normflows hidden width {width} (parameter count matched)", flush=True)
+    return normflows_model(layers, features)
+
+
 def rqs_shapes(bins: int) -> list[tuple[int, ...]]:
     return [(bins,), (bins,), (bins - 1,)]
 
@@ -152,8 +197,13 @@ def maf_rqs_models(features: int, transforms: int, hidden: int, bins: int,
         layers.append(MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
             features, hidden, num_bins=bins, tails="linear", tail_bound=bound, num_blocks=1,
             use_residual_blocks=False))
-    nf = nflows_model(layers, features)
-    return {"flowctl": ours, "zuko": zk, "nflows": nf}
+    nfl = nflows_model(layers, features)
+    target = count_parameters(ours.module)
+    nfm = normflows_stack(
+        lambda w: nf.flows.AutoregressiveRationalQuadraticSpline(
+            features, 1, w, num_bins=bins, tail_bound=bound),
+        transforms, target, hidden, features, permute=True)
+    return {"flowctl": ours, "zuko": zk, "nflows": nfl, "normflows": nfm}
 
 
 def coupling_rqs_models(features: int, transforms: int, hidden: int, bins: int, bound: float,
@@ -177,8 +227,16 @@ def coupling_rqs_models(features: int, transforms: int, hidden: int, bins: int, 
         layers.append(PiecewiseRationalQuadraticCouplingTransform(
             mask, partial(TwoLayerNet, hidden=hidden), num_bins=bins, tails="linear",
             tail_bound=bound))
-    nf = nflows_model(layers, features)
-    models = {"flowctl": ours, "zuko": zk, "nflows": nf}
+    nfl = nflows_model(layers, features)
+    target = count_parameters(ours.module)
+    width = matched_width(lambda w: nf.flows.CoupledRationalQuadraticSpline(
+        features, 1, w, num_bins=bins, tail_bound=bound), target // transforms, hidden)
+    torch.manual_seed(SEED)
+    nfm = normflows_model([nf.flows.CoupledRationalQuadraticSpline(
+        features, 1, width, num_bins=bins, tail_bound=bound, reverse_mask=i % 2 == 1)
+        for i in range(transforms)], features)
+    print(f"  normflows hidden width {width} (parameter count matched)", flush=True)
+    models = {"flowctl": ours, "zuko": zk, "nflows": nfl, "normflows": nfm}
     if nsf_hidden is not None:
         torch.manual_seed(SEED)
         models[ZUKO_NSF] = zuko_model(ZukoMAF(
@@ -202,8 +260,16 @@ def maf_affine_models(features: int, transforms: int, hidden: int) -> dict[str, 
             layers.append(ReversePermutation(features))
         layers.append(MaskedAffineAutoregressiveTransform(
             features, hidden, num_blocks=1, use_residual_blocks=False))
-    nf = nflows_model(layers, features)
-    return {"flowctl": ours, "zuko": zk, "nflows": nf}
+    nfl = nflows_model(layers, features)
+    torch.manual_seed(SEED)
+    nf_layers: list[nn.Module] = []
+    for i in range(transforms):  # same MADE as nflows's; Reverse: density is the one pass
+        if i > 0:
+            nf_layers.append(nf.flows.Permute(features, mode="swap"))
+        nf_layers.append(nf.flows.Reverse(nf.flows.MaskedAffineAutoregressive(
+            features, hidden, num_blocks=1, use_residual_blocks=False)))
+    nfm = normflows_model(nf_layers, features)
+    return {"flowctl": ours, "zuko": zk, "nflows": nfl, "normflows": nfm}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,17 +322,23 @@ def measure(rows: list[dict[str, Any]], wid: str, label: str, counts: dict[str, 
             fns: dict[str, Callable[[], Any]], st: Settings, **extra: Any) -> None:
     """Time ``fns`` interleaved, print the medians, append a result row."""
     gc.collect()
-    times = interleaved_times(fns, st.warmup, st.reps, st.sync)
+    cpu: dict[str, list[float]] = {}
+    times = interleaved_times(fns, st.warmup, st.reps, st.sync, cpu_times=cpu)
     med = {name: median(t) for name, t in times.items()}
     ratios = {f"flowctl/{k}": med["flowctl"] / v for k, v in med.items() if k != "flowctl"}
     paired = paired_ratios(times)
+    cpu_med = {name: median(t) for name, t in cpu.items()}
+    cpu_ratios = {f"flowctl/{k}": cpu_med["flowctl"] / v
+                  for k, v in cpu_med.items() if k != "flowctl" and v > 0}
     print(f"  {wid:<4} {label:<34} " + "  ".join(f"{k} {format_seconds(v)}"
                                                  for k, v in med.items())
           + "   " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items())
-          + "   paired " + " ".join(f"{v:.2f}" for v in paired.values()), flush=True)
+          + "   paired " + " ".join(f"{v:.2f}" for v in paired.values())
+          + "   cpu-time " + " ".join(f"{v:.2f}" for v in cpu_ratios.values()), flush=True)
     rows.append({"id": wid, "workload": label, "parameters": counts, "median_s": med,
                  "min_s": {k: min(t) for k, t in times.items()}, "ratios": ratios,
-                 "paired_ratios": paired, "times_s": times, "load_average": load_average(),
+                 "paired_ratios": paired, "times_s": times, "cpu_median_s": cpu_med,
+                 "cpu_ratios": cpu_ratios, "cpu_s": cpu, "load_average": load_average(),
                  **extra})
 
 
@@ -389,7 +461,7 @@ def run_q(rows: list[dict[str, Any]], st: Settings, steps: int, n_kl: int) -> di
                     "finite": finite}
     ratios = {f"flowctl/{k}": wall["flowctl"] / v for k, v in wall.items() if k != "flowctl"}
     for name in names:
-        print(f"  Q    {name:<8} KL {kl[name]['kl']:.4f} ± {kl[name]['se']:.4f} nats   "
+        print(f"  Q    {name:<9} KL {kl[name]['kl']:.4f} ± {kl[name]['se']:.4f} nats   "
               f"train {wall[name]:.1f} s", flush=True)
     result = {"id": "Q", "workload": f"train {steps} steps (batch {batch})", "parameters": counts,
               "median_s": wall, "ratios": ratios, "kl": kl, "steps": steps, "batch": batch,
@@ -418,10 +490,18 @@ def report(rows: list[dict[str, Any]]) -> str:
                     *(f"{r['paired_ratios'][f'flowctl/{p}']:.2f}"
                       if f"flowctl/{p}" in r.get("paired_ratios", {}) else "-" for p in peers)]
                    for r in rows if "paired_ratios" in r]
+    cpu_rows = [[f"{r['id']} {r['workload']}",
+                 *(f"{r['cpu_ratios'][f'flowctl/{p}']:.2f}"
+                   if f"flowctl/{p}" in r.get("cpu_ratios", {}) else "-" for p in peers)]
+                for r in rows if "cpu_ratios" in r]
     if paired_rows:
         lines += [("per-repetition ratios (median over repetitions of flowctl/peer timed in the "
                    "same repetition; robust to load drift):"),
                   format_table(["workload", *(f"flowctl/{p}" for p in peers)], paired_rows), ""]
+    if cpu_rows:
+        lines += [("process CPU-time ratios (median CPU seconds per call, flowctl/peer; the "
+                   "work done, robust to other jobs on the machine when --threads 1):"),
+                  format_table(["workload", *(f"flowctl/{p}" for p in peers)], cpu_rows), ""]
     lines.append("parameters:")
     seen: set[str] = set()
     for r in rows:
@@ -433,7 +513,7 @@ def report(rows: list[dict[str, Any]]) -> str:
         if r["id"] == "Q":
             lines.append("Q KL(p||q) in nats (± Monte-Carlo standard error), training wall time:")
             for name, v in r["kl"].items():
-                lines.append(f"  {name:<8} {v['kl']:.4f} ± {v['se']:.4f}   "
+                lines.append(f"  {name:<9} {v['kl']:.4f} ± {v['se']:.4f}   "
                              f"{r['median_s'][name]:.1f} s")
     lines.append("ratios < 1: flowctl faster; W1c (MAF sampling): benchmarks/maf_sampling.py")
     return "\n".join(lines)
@@ -472,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
                   reps=args.reps if args.reps is not None else (2 if args.quick else 5),
                   quick=args.quick)
     q_steps, q_samples = (200, 20_000) if args.quick else (2000, 100_000)
-    info = machine_info(device, {name: package_version(name) for name in ("zuko", "nflows")})
+    info = machine_info(device, {name: package_version(name)
+                                 for name in ("zuko", "nflows", "normflows")})
     print(f"torch {info['torch']}, {info['threads']} threads, {info['cpu']}, device {device}; "
           f"{st.warmup} warm-up + {st.reps} repetitions, interleaved", flush=True)
     rows: list[dict[str, Any]] = []
