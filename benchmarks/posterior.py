@@ -1,0 +1,159 @@
+"""Posterior estimation scored as the SBI benchmark (arXiv:2101.04653): C2ST at 10³, 10⁴, 10⁵
+simulations.
+
+For each task, budget and seed this trains the shipped config through the CLI
+(``flowctl train config=posterior_<task> sims.n_train=N seed=S sims.seed=S``) and runs
+``flowctl evaluate`` with the C2ST of 10 000 posterior draws against 10 000 reference draws
+at each of the task's observations (5-fold MLP on standardised samples; 0.5 is perfect).
+The observations are fixed for all runs: θ from the prior and x simulated with
+``--obs-seed`` (these are *not* the benchmark's own ten observation files). ``--rounds R``
+adds the sequential mode (truncated sequential NPE, one training of R rounds per
+observation: ten times the work).
+
+Results go to ``benchmarks/results/posterior-<stamp>.json`` after every run (``--resume FILE``
+skips the runs already in it). Example (what the README table was made with is stored in the
+results file under "command")::
+
+    OMP_NUM_THREADS=1 python benchmarks/posterior.py --tasks two_moons --budgets 1000 10000 \\
+        100000 --seeds 0 1 2 --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import format_table, results_path, save_results
+from flowctl.simulators import make_simulator
+
+CONFIGS = {"two_moons": "posterior_moons", "slcp": "posterior_slcp",
+           "gaussian_linear": "posterior_gaussian_linear"}
+SIMULATORS = {"two_moons": {"kind": "two_moons"},
+              "slcp": {"kind": "slcp"},
+              "gaussian_linear": {"kind": "linear_gaussian", "params": {
+                  "theta_dim": 10, "x_dim": 10, "prior_std": 0.1**0.5, "noise_std": 0.1**0.5,
+                  "matrix": "identity"}}}
+# the SBI benchmark's C2ST (arXiv:2101.04653, its figures; as quoted in issue 19)
+PAPER = {("two_moons", "NPE"): {1000: 0.725, 10000: 0.606, 100000: 0.542},
+         ("two_moons", "SNPE"): {1000: 0.643, 10000: 0.554, 100000: 0.530}}
+
+
+def _flowctl(args: list[str], log: Path, timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "flowctl", *args]
+    t0 = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write("$ " + shlex.join(cmd) + "\n")
+        fh.flush()
+        res = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                             timeout=timeout, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed with exit {res.returncode} (see {log})")
+    return {"seconds": time.perf_counter() - t0}
+
+
+def run_one(task: str, budget: int, seed: int, rounds: int, obs: np.ndarray, args: Any,
+            work: Path, log: Path) -> dict[str, Any]:
+    """One (task, budget, seed, mode) point: train(s) + evaluate(s); C2ST per observation."""
+    common = [f"seed={seed}", f"sims.seed={seed}", f"sims.n_train={budget}"]
+    ev = [f"eval.c2st_draws={args.draws}", "eval.plots=false", f"eval.n_sbc={args.n_sbc}",
+          "eval.n_post=100"]
+    per, train_s, eval_s, epochs = [], 0.0, 0.0, []
+    groups = ([obs] if rounds == 1 else
+              [obs[i:i + 1] for i in range(min(len(obs), args.seq_observations))])
+    for g, xo in enumerate(groups):
+        run = work / f"{task}-{budget}-{seed}-r{rounds}-{g}"
+        ofile = work / f"obs-{task}-{g}-{rounds}.csv"
+        np.savetxt(ofile, xo, delimiter=",")
+        extra = [f"sims.rounds={rounds}", f"observed={ofile}"] if rounds > 1 else []
+        train_s += _flowctl(["train", f"config={CONFIGS[task]}", f"run_dir={run}", *common,
+                             *extra], log, args.timeout)["seconds"]
+        eval_s += _flowctl(["evaluate", f"run={run}", f"observed={ofile}", *ev], log,
+                           args.timeout)["seconds"]
+        m = json.loads((run / "metrics.json").read_text())
+        per += m["evaluate"]["c2st"]["c2st_per_observation"]
+        epochs.append(m["train"]["epochs"])
+    return {"task": task, "budget": budget, "seed": seed, "rounds": rounds,
+            "mode": "NPE" if rounds == 1 else f"TSNPE-{rounds}",
+            "c2st": float(np.mean(per)), "c2st_per_observation": per,
+            "n_observations": len(per), "epochs": epochs, "train_s": round(train_s, 1),
+            "eval_s": round(eval_s, 1)}
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    rows = []
+    keys = sorted({(r["task"], r["mode"], r["budget"]) for r in records})
+    for task, mode, budget in keys:
+        vals = [r["c2st"] for r in records
+                if (r["task"], r["mode"], r["budget"]) == (task, mode, budget)]
+        paper = PAPER.get((task, "NPE" if mode == "NPE" else "SNPE"), {}).get(budget)
+        sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
+        rows.append([task, mode, f"{budget:g}", f"{np.mean(vals):.3f}{sd}", str(len(vals)),
+                     f"{paper:.3f}" if paper else "-"])
+    return format_table(["task", "mode", "simulations", "C2ST (mean ± sd over seeds)", "seeds",
+                         "SBI benchmark"], rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", default=["two_moons"], choices=list(CONFIGS))
+    ap.add_argument("--budgets", nargs="+", type=int, default=[1000, 10000, 100000])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--rounds", nargs="+", type=int, default=[1],
+                    help="1: NPE; R > 1: sequential (TSNPE) with R rounds (one run per obs.)")
+    ap.add_argument("--observations", type=int, default=10)
+    ap.add_argument("--obs-seed", type=int, default=12345)
+    ap.add_argument("--seq-observations", type=int, default=10,
+                    help="sequential mode: the first K observations only (one training each)")
+    ap.add_argument("--draws", type=int, default=10000)
+    ap.add_argument("--n-sbc", type=int, default=200)
+    ap.add_argument("--timeout", type=float, default=7200)
+    ap.add_argument("--resume", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=None, help="run directories (default: temp)")
+    args = ap.parse_args()
+    path = args.resume or results_path("posterior")
+    payload: dict[str, Any] = (json.loads(path.read_text()) if args.resume and path.exists()
+                               else {"records": []})
+    payload["command"] = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "") + " " + \
+        shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])
+    payload.setdefault("protocol", (
+        "C2ST (5-fold MLP, hidden 10·D ×2, z-scored by the reference) of the flow's draws "
+        "(inside the prior box) vs reference draws, averaged over the observations; "
+        f"{args.observations} observations from the prior with seed {args.obs_seed} (not the "
+        "benchmark's files); references: exact (Gaussian linear, two moons), MCMC (SLCP)"))
+    done = {(r["task"], r["budget"], r["seed"], r["rounds"]) for r in payload["records"]}
+    work = args.work or Path(tempfile.mkdtemp(prefix="posterior-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log = path.with_suffix(".log")
+    for task in args.tasks:
+        sim = make_simulator(SIMULATORS[task])
+        _, obs = sim.sample_joint(args.observations, np.random.default_rng(args.obs_seed))
+        for budget in args.budgets:
+            for rounds in args.rounds:
+                for seed in args.seeds:
+                    if (task, budget, seed, rounds) in done:
+                        continue
+                    rec = run_one(task, budget, seed, rounds, obs, args, work, log)
+                    payload["records"].append(rec)
+                    save_results(path, payload)
+                    print(f"{task} {rec['mode']} N={budget} seed={seed}: C2ST {rec['c2st']:.3f}"
+                          f" (train {rec['train_s']:.0f} s, evaluate {rec['eval_s']:.0f} s)",
+                          flush=True)
+    print(table(payload["records"]))
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
