@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .core import Transform
 from .elementwise import ElementwiseFamily
-from .made import make_activation
+from .made import activate_fresh, make_activation
 
 
 class MLP(nn.Module):
@@ -49,12 +49,12 @@ class MLP(nn.Module):
         if self.residual:
             for first, second in zip(self.hidden_layers[0::2], self.hidden_layers[1::2]):
                 r = first(self.activation(h))
-                h = h + second(self.dropout(self.activation(r)))
-            h = self.dropout(self.activation(h))
+                h = h + second(self.dropout(activate_fresh(self.activation, r)))
+            h = self.dropout(activate_fresh(self.activation, h))
         else:
-            h = self.dropout(self.activation(h))
+            h = self.dropout(activate_fresh(self.activation, h))
             for layer in self.hidden_layers:
-                h = self.dropout(self.activation(layer(h)))
+                h = self.dropout(activate_fresh(self.activation, layer(h)))
         return self.output_layer(h)
 
 
