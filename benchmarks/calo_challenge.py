@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=5000, help="training-file showers")
     ap.add_argument("--n-ref", type=int, default=3000, help="reference-file showers")
     ap.add_argument("--out", default="outputs/calo-challenge-bench")
+    ap.add_argument("--teacher-only", action="store_true", help="skip the student")
     args = ap.parse_args(argv)
     import torch
 
@@ -85,14 +86,17 @@ def main(argv: list[str] | None = None) -> int:
               f"run_dir={run}", *OVERRIDES, *STUDENT], log)
         _run(["sample", f"run={run}", f"energies={ref}"], log)
         _run(["evaluate", f"run={run}"], log)
-        _run(["distill", f"run={run}"], log)
-        _run(["sample", f"run={run / 'student'}", f"energies={ref}"], log)
-        _run(["evaluate", f"run={run / 'student'}"], log)
+        if not args.teacher_only:
+            _run(["distill", f"run={run}"], log)
+            _run(["sample", f"run={run / 'student'}", f"energies={ref}"], log)
+            _run(["evaluate", f"run={run / 'student'}"], log)
         t = json.loads((run / "metrics.json").read_text())
-        s = json.loads((run / "student" / "metrics.json").read_text())
-        payload["results"][name] = {"commands": log, "teacher": t, "student": s}
+        models = {"teacher": t}
+        if not args.teacher_only:
+            models["student"] = json.loads((run / "student" / "metrics.json").read_text())
+        payload["results"][name] = {"commands": log, **models}
         save_results(path, payload)
-        for role, m in (("teacher", t), ("student", s)):
+        for role, m in models.items():
             c = m["evaluate"]["classifier"]
             print(f"{name} {role}: AUC low_normed {c['low_normed']['auc']:.3f}, high "
                   f"{c['high']['auc']:.3f}; mean separation power "
