@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -134,6 +135,10 @@ def scan_figure(scan: Mapping[str, Mapping[str, Sequence[float]]], x_label: str 
         ax.fill_between(x, lo, hi, color=f"C{i}", alpha=0.25, lw=0)
     ax.axhline(1.0, color="k", ls="--", lw=1.0, label="random")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    xs = sorted({float(v) for d in scan.values() for v in d["x"]})
+    ax.set_xticks(xs)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3, which="both")
