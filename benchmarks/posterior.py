@@ -12,7 +12,7 @@ observation: ten times the work).
 
 Results go to ``benchmarks/results/posterior-<stamp>.json`` after every run (``--resume FILE``
 skips the runs already in it). Example (what the README table was made with is stored in the
-results file under "command")::
+results file under "command" and "commands")::
 
     OMP_NUM_THREADS=1 python benchmarks/posterior.py --tasks two_moons --budgets 1000 10000 \\
         100000 --seeds 0 1 2 --rounds 10
@@ -78,8 +78,12 @@ def run_one(task: str, budget: int, seed: int, rounds: int, obs: np.ndarray, arg
         ofile = work / f"obs-{task}-{g}-{rounds}.csv"
         np.savetxt(ofile, xo, delimiter=",")
         extra = [f"sims.rounds={rounds}", f"observed={ofile}"] if rounds > 1 else []
-        train_s += _flowctl(["train", f"config={CONFIGS[task]}", f"run_dir={run}", *common,
-                             *extra], log, args.timeout)["seconds"]
+        done = run / "metrics.json"
+        if args.reuse and done.exists() and "train" in json.loads(done.read_text()):
+            train_s += json.loads(done.read_text())["train"]["train_wall_s"]  # trained before
+        else:
+            train_s += _flowctl(["train", f"config={CONFIGS[task]}", f"run_dir={run}",
+                                 *common, *extra], log, args.timeout)["seconds"]
         eval_s += _flowctl(["evaluate", f"run={run}", f"observed={ofile}", *ev], log,
                            args.timeout)["seconds"]
         m = json.loads((run / "metrics.json").read_text())
@@ -94,16 +98,16 @@ def run_one(task: str, budget: int, seed: int, rounds: int, obs: np.ndarray, arg
 
 def table(records: list[dict[str, Any]]) -> str:
     rows = []
-    keys = sorted({(r["task"], r["mode"], r["budget"]) for r in records})
-    for task, mode, budget in keys:
-        vals = [r["c2st"] for r in records
-                if (r["task"], r["mode"], r["budget"]) == (task, mode, budget)]
+    keys = sorted({(r["task"], r["budget"], r["mode"]) for r in records})
+    for task, budget, mode in keys:
+        sel = [r for r in records if (r["task"], r["budget"], r["mode"]) == (task, budget, mode)]
+        vals = [r["c2st"] for r in sel]
         paper = PAPER.get((task, "NPE" if mode == "NPE" else "SNPE"), {}).get(budget)
         sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
         rows.append([task, mode, f"{budget:g}", f"{np.mean(vals):.3f}{sd}", str(len(vals)),
-                     f"{paper:.3f}" if paper else "-"])
+                     str(sel[0]["n_observations"]), f"{paper:.3f}" if paper else "-"])
     return format_table(["task", "mode", "simulations", "C2ST (mean ± sd over seeds)", "seeds",
-                         "SBI benchmark"], rows)
+                         "observations", "SBI benchmark"], rows)
 
 
 def main() -> None:
@@ -122,12 +126,15 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=7200)
     ap.add_argument("--resume", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="run directories (default: temp)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate a run directory of --work that already finished training")
     args = ap.parse_args()
     path = args.resume or results_path("posterior")
     payload: dict[str, Any] = (json.loads(path.read_text()) if args.resume and path.exists()
                                else {"records": []})
-    payload["command"] = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "") + " " + \
-        shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]])
+    payload.setdefault("commands", []).append(
+        "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "") + " "
+        + shlex.join(["python", "benchmarks/posterior.py", *sys.argv[1:]]))
     payload.setdefault("protocol", (
         "C2ST (5-fold MLP, hidden 10·D ×2, z-scored by the reference) of the flow's draws "
         "(inside the prior box) vs reference draws, averaged over the observations; "
