@@ -20,6 +20,7 @@ import torch
 from flowctl.apps.common import (
     UserError,
     build_flow,
+    check_finite,
     is_main_process,
     load_weights,
     read_config,
@@ -27,7 +28,7 @@ from flowctl.apps.common import (
     update_metrics_json,
     write_config,
 )
-from flowctl.data.table import DataError, load_table, split
+from flowctl.data.table import DataError, check_trainable, load_table, split
 from flowctl.data.toy import TOYS, Toy, make_toy
 
 __all__ = ["COMMANDS", "evaluate", "load_data", "load_flow", "sample", "train"]
@@ -70,7 +71,12 @@ def load_data(data_cfg: dict[str, Any]) -> DensityData:
             raise UserError("data.path is required for table data: pass data.path=FILE")
         x = load_table(path, key=data_cfg.get("key"), columns=data_cfg.get("columns"),
                        delimiter=data_cfg.get("delimiter"))
-        tr, va, te = split(x, data_cfg.get("split") or (0.8, 0.1, 0.1), seed=seed)
+        check_trainable(x, str(path), "table", min_rows=3)
+        try:
+            tr, va, te = split(x, data_cfg.get("split") or (0.8, 0.1, 0.1), seed=seed)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        check_trainable(tr, str(path))
         return DensityData(tr, va, te, None, str(path))
     if kind not in TOYS:
         raise UserError(f"unknown data.kind {kind!r}; available: table, {', '.join(TOYS)}")
@@ -78,6 +84,9 @@ def load_data(data_cfg: dict[str, Any]) -> DensityData:
     sets = []
     for i, key in enumerate(("n_train", "n_val", "n_test")):
         n = int(data_cfg.get(key, 0))
+        if n < (2 if key == "n_train" else 0):
+            raise UserError(f"data.{key}={n}: expected an integer >= "
+                            f"{2 if key == 'n_train' else 0}")
         rng = np.random.default_rng([seed, i])
         sets.append(toy.sample(n, rng).astype(np.float32))
     return DensityData(*sets, truth=toy, source=f"toy:{kind}")
@@ -157,9 +166,9 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     seed_everything(int(cfg["trainer"].get("seed", 0)))
     flow = build_flow(cfg["flow"])
     flow.initialize(torch.from_numpy(data.train))
+    val = TensorDataset(torch.from_numpy(data.val)) if len(data.val) else None
     trainer_cfg = {k: v for k, v in dict(cfg["trainer"]).items() if k != "loss"}
-    train_set = TensorDataset(torch.from_numpy(data.train))
-    val_set = TensorDataset(torch.from_numpy(data.val))
+    train_set, val_set = TensorDataset(torch.from_numpy(data.train)), val
     phases: dict[str, Any] = {}
     if loss_name == "mflow":  # M-flow: the manifold by reconstruction, then the density on it
         first = fit(flow, _objective_loss("reconstruction"), train_set, val_set, trainer_cfg,
@@ -237,7 +246,7 @@ def _sample(flow: torch.nn.Module, n: int, batch: int = 8192) -> np.ndarray:
 
 def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Draw ``n`` samples from the trained flow into ``run_dir/samples.h5`` (dataset samples)."""
-    import h5py
+    from flowctl.atomic import write_h5
 
     n = int(cfg.get("n", 10000))
     if n <= 0:
@@ -248,14 +257,10 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     x = _sample(flow, n)
     dt = time.perf_counter() - t0
+    check_finite(x, "samples", run_dir)
     path = run_dir / "samples.h5"
     if is_main_process():
-        tmp = path.with_suffix(".h5.tmp")
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("samples", data=x, compression="gzip", compression_opts=1)
-            f.attrs["n"] = n
-            f.attrs["seed"] = seed
-        tmp.replace(path)
+        write_h5(path, {"samples": x}, {"n": n, "seed": seed})
     out = {"command": "sample", "n": n, "file": str(path), "seconds": round(dt, 3),
            "samples_per_s": round(n / max(dt, 1e-9), 1)}
     update_metrics_json(run_dir, {"sample": out})
