@@ -565,21 +565,30 @@ def _reference_draws(cfg: dict[str, Any], sim: Any, n: int
     return x, ref, f"{source}, {sim.name} reference posterior"
 
 
-def _c2st(flow: torch.nn.Module, cfg: dict[str, Any], sim: Any, run_dir: Path
+def _c2st_inputs(cfg: dict[str, Any], sim: Any
+                 ) -> tuple[np.ndarray, np.ndarray, str] | str:
+    """Checked C2ST settings and ``(x, reference draws, source)``, or why there is no C2ST
+    (read before any sampling, so a bad reference file fails first)."""
+    ev = dict(cfg.get("eval") or {})
+    n = int(ev.get("c2st_draws", 10000))
+    if int(ev.get("c2st_observations", 10)) <= 0 or n <= 0:
+        return "eval.c2st_observations or eval.c2st_draws is 0"
+    folds = int(ev.get("c2st_folds", 5))
+    if folds < 2 or n < folds:
+        raise UserError(f"eval.c2st_folds must be in [2, c2st_draws], got {folds}")
+    return _reference_draws(cfg, sim, n)
+
+
+def _c2st(flow: torch.nn.Module, cfg: dict[str, Any], sim: Any, run_dir: Path,
+          got: tuple[np.ndarray, np.ndarray, str] | str
           ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
     """C2ST of the flow's draws (inside the prior's support) against reference draws."""
     from flowctl.metrics.c2st import C2STConfig, c2st_many
 
-    ev = dict(cfg.get("eval") or {})
-    n = int(ev.get("c2st_draws", 10000))
-    if int(ev.get("c2st_observations", 10)) <= 0 or n <= 0:
-        return {"c2st": None, "reason": "eval.c2st_observations or eval.c2st_draws is 0"}, None
-    folds = int(ev.get("c2st_folds", 5))
-    if folds < 2 or n < folds:
-        raise UserError(f"eval.c2st_folds must be in [2, c2st_draws], got {folds}")
-    got = _reference_draws(cfg, sim, n)
     if isinstance(got, str):
         return {"c2st": None, "reason": got}, None
+    ev = dict(cfg.get("eval") or {})
+    folds = int(ev.get("c2st_folds", 5))
     x, ref, source = got
     n = ref.shape[1]
     q, inside = posterior_draws(flow, cfg, sim, x, n, run_dir)
@@ -607,6 +616,7 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if m < 10:
         raise UserError(f"evaluate needs at least 10 test simulations (sims.n_test, "
                         f"eval.n_sbc), got {m}")
+    c2st_in = _c2st_inputs(cfg, sim)
     n_post = int(ev.get("n_post", 200))
     torch.manual_seed(int(cfg.get("seed", 0)))
     t0 = time.perf_counter()
@@ -641,7 +651,7 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             out["posterior_mean_rmse"] = np.sqrt((err**2).mean(0)).tolist()
             out["posterior_std_ratio"] = (samples.std(1).mean(0)
                                           / np.sqrt(np.diag(sim.cov))).tolist()
-    c2, pair = _c2st(flow, cfg, sim, run_dir)
+    c2, pair = _c2st(flow, cfg, sim, run_dir, c2st_in)
     out["c2st"] = c2
     out["seconds"] = round(time.perf_counter() - t0, 2)
     if is_main_process() and ev.get("plots", True):

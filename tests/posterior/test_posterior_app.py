@@ -46,8 +46,18 @@ def test_train_sample_evaluate_in_process(tmp_path: Path) -> None:
     assert all(0.0 <= v["coverage"] <= 1.0 for v in ev["coverage"].values())
     assert np.isfinite(ev["kl"]) and ev["kl"] > -0.2 and len(ev["sbc_rank_chi2_ndf"]) == 2
     assert (run / "plots" / "sbc_ranks.png").exists() and (run / "plots" / "coverage.png").exists()
+    assert 0.5 <= ev["c2st"]["c2st"] <= 1.0 and ev["c2st"]["n_observations"] == 1
+    assert set(ev["tarp"]["coverage"]) == {"50", "68", "95"}
+    assert (run / "plots" / "posterior_vs_reference.png").exists()
     m = json.loads((run / "metrics.json").read_text())
     assert {"train", "sample", "evaluate"} <= set(m)
+    # a reference file of the wrong shape is refused before any sampling
+    np.savetxt(tmp_path / "obs.csv", np.zeros((2, 3)), delimiter=",")
+    np.save(tmp_path / "ref.npy", np.zeros((3, 10, 2)))
+    with pytest.raises(UserError, match=r"expected \[L, 2\]"):
+        app.COMMANDS["evaluate"]({**cfg, "observed": str(tmp_path / "obs.csv"),
+                                  "eval": {**cfg["eval"], "reference": str(tmp_path / "ref.npy")}},
+                                 run)
     # a nonlinear simulator has no KL but the same calibration report
     cfg2 = _cfg(kind="two_moons")
     cfg2["eval"]["plots"] = False
