@@ -247,6 +247,26 @@ def summary_table(items: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def merge(files: list[str], rename: dict[str, str], out: str | None) -> int:
+    """Rows of several results files as one table and summary (written to ``out``)."""
+    rows: list[dict[str, Any]] = []
+    for f in files:
+        for r in json.loads(Path(f).read_text())["rows"]:
+            rows.append({**r, "method": rename.get(r["method"], r["method"]),
+                         "file": Path(f).name})
+    print(table(rows))
+    print()
+    print(summary_table(summary(rows)))
+    if out:
+        from benchmarks.common import save_results
+
+        save_results(Path(out), json.loads(json.dumps(
+            {"benchmark": "integration", "merged_from": [Path(f).name for f in files],
+             "rename": rename, "rows": rows, "summary": summary(rows)}, default=float)))
+        print(f"results: {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=150000, help="integrand calls per method")
@@ -269,7 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None,
                     help="JSON file for the results (default results/integration-<time>.json)")
     ap.add_argument("--no-save", action="store_true", help="do not write a JSON file")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="run nothing: merge the rows of these results files, print the "
+                         "tables and write the merged summary (--out)")
+    ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                    help="with --merge: rename a method (e.g. a variant that equals shipped)")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, dict(r.split("=", 1) for r in args.rename), args.out)
     methods = [v for v in args.variants.split(",") if v]
     for v in methods:
         if v not in VARIANTS:
