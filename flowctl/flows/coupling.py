@@ -8,8 +8,9 @@ directions cost one conditioner pass.
 Without autograd on the CPU the rows are taken in chunks whose widest intermediate (hidden layer
 or spline parameters) holds at most ``chunk_elements`` floats (2 MiB by default), so the
 temporaries are reused from the allocator's cache instead of being mapped and faulted in afresh
-for every layer: the same numbers, ~15 % less CPU time for W2's log_prob and sampling at
-65 536 rows (benchmarks/README.md). With autograd, or on a GPU, the batch is taken whole.
+for every layer: the same numbers, ~5 % less CPU time for W2's log_prob and sampling at
+65 536 rows (one thread, A/B in one process). With autograd, or on a GPU, the batch is taken
+whole.
 """
 
 from __future__ import annotations
