@@ -275,3 +275,34 @@ def test_zero_skipping_masked_product_equals_dense(residual):
             out.weight[r0:r1, c:] = float("nan")
         assert bool(made(x, ctx).isfinite().all())
     assert not bool(made(x, ctx).isfinite().all())
+
+
+def test_blocked_masked_product_under_autograd_matches_dense_gradients():
+    """From MIN_SKIP_ROWS rows and MIN_SKIP_WEIGHTS weights MaskedLinear runs the zero-skipping
+    product under autograd too (custom backward): values and first and second derivatives must
+    equal those of the dense ``F.linear(x, weight * mask, bias)``."""
+    import torch.nn.functional as F
+
+    from flowctl.flows.made import MIN_SKIP_ROWS, MIN_SKIP_WEIGHTS, MaskedLinear, hidden_degrees
+
+    torch.manual_seed(0)
+    d_in, d_out = 300, 320
+    assert d_in * d_out >= MIN_SKIP_WEIGHTS
+    layer = MaskedLinear(hidden_degrees(d_in, 40), hidden_degrees(d_out, 40), strict=False)
+    layer = layer.to(torch.float64)
+    assert len(layer.blocks) >= 2
+    x = torch.randn(MIN_SKIP_ROWS + 72, d_in, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(MIN_SKIP_ROWS + 72, d_out, dtype=torch.float64)
+
+    def grads(fn):
+        out = fn(x)
+        gx, gw, gb = torch.autograd.grad((out * up).sum(), (x, layer.weight, layer.bias))
+        gx2, = torch.autograd.grad((fn(x) * up).sum(), x, create_graph=True)
+        (ggw,) = torch.autograd.grad((gx2 ** 2).sum(), layer.weight)  # double backward
+        return out.detach(), gx, gw, gb, ggw
+
+    blocked = grads(layer)
+    dense = grads(lambda v: F.linear(v, layer.weight * layer.mask, layer.bias))
+    for a, b in zip(blocked, dense):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert not bool(blocked[2][layer.mask == 0].any())  # no gradient on masked-out weights
