@@ -43,7 +43,7 @@ CONFIG_RUN_COMMANDS = {"distill", "classify"}
 # step after `train` and `sample`).
 IN_RUN_CLASSIFY_APPS = {"anomaly"}
 # Data keys that may be added to a stored run config, e.g. ``evaluate run=D data.path=FILE``.
-RUN_ADDABLE = ("data.path", "data.key", "data.columns", "data.delimiter")
+RUN_ADDABLE = ("data.path", "data.key", "data.columns", "data.delimiter", "energies")
 GROUPS_HINT = "flow/, data/, trainer/"
 
 

@@ -34,7 +34,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.fixture()
 def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "shared_run"
-    shutil.copytree(tiny_run, dst)
+    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("samples.h5", ".lock"))  # shared run
     return dst
 
 

@@ -106,7 +106,7 @@ def test_failed_resume_keeps_config(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_nan_weights_sample_refuses(tiny_run: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("samples.h5", ".lock"))
     ck = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     for t in ck["model"].values():
         if t.is_floating_point():
