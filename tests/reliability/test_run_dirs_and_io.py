@@ -151,16 +151,19 @@ def test_tmpfs_disk_full_during_sample(run_copy: Path, tmp_path: Path) -> None:
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def test_files_get_the_users_umask(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    res = _flowctl(["train", "config=quickstart_tiny", f"run_dir={run}"], tmp_path)
-    assert res.returncode == 0, res.stderr
-    res = _flowctl(["sample", f"run={run}", "n=10"], tmp_path)
-    assert res.returncode == 0, res.stderr
-    for name in ("config.yaml", "metrics.json", "checkpoints/best.pt", "checkpoints/last.pt",
-                 "samples.h5", ".complete"):
-        assert (run / name).stat().st_mode & 0o777 == 0o644, name
-    assert (run / "checkpoints").stat().st_mode & 0o777 == 0o755
-    run2 = tmp_path / "run2"
-    res = _flowctl(["train", "config=quickstart_tiny", f"run_dir={run2}"], tmp_path, umask=0o077)
-    assert res.returncode == 0 and (run2 / "checkpoints/best.pt").stat().st_mode & 0o777 == 0o600
+def test_files_get_the_users_umask(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowctl.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        run = tmp_path / "run"
+        assert main(["train", "config=quickstart_tiny", f"run_dir={run}"]) == 0
+        assert main(["sample", f"run={run}", "n=10"]) == 0
+        for name in ("config.yaml", "metrics.json", "checkpoints/best.pt", "checkpoints/last.pt",
+                     "samples.h5", ".complete", "plots/loss.png"):
+            assert (run / name).stat().st_mode & 0o777 == 0o644, name
+        assert (run / "checkpoints").stat().st_mode & 0o777 == 0o755
+        os.umask(0o077)
+        assert write_text(tmp_path / "private.txt", "x").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
