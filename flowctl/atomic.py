@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["file_mode", "write_bytes", "write_h5", "write_text", "write_with"]
+__all__ = ["file_mode", "write_bytes", "write_h5", "write_npz", "write_text", "write_with"]
 
 
 def _current_umask() -> int:
@@ -99,9 +99,20 @@ def write_text(path: str | Path, text: str, fsync: bool = True) -> Path:
     return write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+def write_npz(path: str | Path, **arrays: Any) -> Path:
+    """Atomically write a compressed ``.npz`` of ``arrays`` (built in memory first)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return write_with(path, lambda fh: fh.write(buf.getbuffer()))
+
+
 def write_h5(path: str | Path, datasets: Mapping[str, Any], attrs: Mapping[str, Any] | None = None,
-             compression: str | None = "gzip", compression_level: int = 1) -> Path:
-    """Atomically write an HDF5 file with ``datasets`` (name -> array) and root ``attrs``.
+             compression: str | None = "gzip", compression_level: int = 1,
+             dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Atomically write an HDF5 file with ``datasets`` (name -> array), root ``attrs`` and
+    per-dataset ``dataset_attrs`` (name -> attrs).
 
     The file is built in memory and then written with ordinary Python I/O: HDF5 itself never
     writes to a full disk (which can crash the library), and a failure is a clean ``OSError``
@@ -119,7 +130,9 @@ def write_h5(path: str | Path, datasets: Mapping[str, Any], attrs: Mapping[str, 
                 kw = {"compression": compression}
                 if compression == "gzip":
                     kw["compression_opts"] = compression_level
-            f.create_dataset(name, data=arr, **kw)
+            d = f.create_dataset(name, data=arr, **kw)
+            for key, value in ((dataset_attrs or {}).get(name) or {}).items():
+                d.attrs[key] = value
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
     return write_with(path, lambda fh: fh.write(buf.getbuffer()))

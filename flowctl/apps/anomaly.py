@@ -48,6 +48,7 @@ from flowctl.apps.common import (
     update_metrics_json,
     write_config,
 )
+from flowctl.atomic import write_h5, write_npz
 from flowctl.data.table import DataError
 
 __all__ = ["COMMANDS", "METHODS", "classify", "evaluate", "sample", "train"]
@@ -171,10 +172,8 @@ def _write_scores(run_dir: Path, method: str, labels: np.ndarray, scores: np.nda
     m.update({"method": method, "seed": cfg.get("seed"), "n_test": len(labels),
               "n_unscorable": int(bad.sum())})
     if is_main_process():
-        tmp = run_dir / (SCORES + ".tmp.npz")
-        np.savez_compressed(tmp, labels=labels.astype(np.int8), scores=scores,
-                            mode=np.array("test"))
-        tmp.replace(run_dir / SCORES)
+        write_npz(run_dir / SCORES, labels=labels.astype(np.int8), scores=scores,
+                  mode=np.array("test"))
     update_metrics_json(run_dir, {"scores": m})
     _say(f"{method}: test AUC {m['auc']:.4f}, max SIC {m['max_sic']:.2f} at TPR "
          f"{m['max_sic_tpr']:.3f}, rejection 1/FPR {m['rejection_tpr0.2']:.1f} at TPR 0.2 and "
@@ -355,13 +354,11 @@ def _write_kfold_scores(run_dir: Path, method: str, cfg: dict[str, Any], sp: Ano
     scores, n_bad = _finite_scores(scores)
     sb_scores, _ = _finite_scores(sb_scores) if len(sb_scores) else (sb_scores, 0)
     if is_main_process():
-        tmp = run_dir / (SCORES + ".tmp.npz")
-        np.savez_compressed(tmp, labels=labels, scores=scores, index=sp.sr_index,
-                            fold=fold.astype(np.int8), mjj=sr[:, 0], mode=np.array("kfold"),
-                            k=np.array(_kfold_k(cfg)), sb_mjj=sb_rows[:, 0],
-                            sb_labels=sb_rows[:, 5].astype(np.int8),
-                            sb_scores=np.asarray(sb_scores, np.float64))
-        tmp.replace(run_dir / SCORES)
+        write_npz(run_dir / SCORES, labels=labels, scores=scores, index=sp.sr_index,
+                  fold=fold.astype(np.int8), mjj=sr[:, 0], mode=np.array("kfold"),
+                  k=np.array(_kfold_k(cfg)), sb_mjj=sb_rows[:, 0],
+                  sb_labels=sb_rows[:, 5].astype(np.int8),
+                  sb_scores=np.asarray(sb_scores, np.float64))
     m: dict[str, Any] = {"method": method, "seed": cfg.get("seed"), "mode": "kfold",
                          "k": _kfold_k(cfg), "n_scored": len(labels),
                          "n_signal": int(labels.sum()), "n_unscorable": n_bad,
@@ -571,7 +568,6 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """CATHODE: ``sample.n`` background samples in the SR, mjj from a KDE of the SR data
     (bandwidth ``sample.kde_bandwidth`` in logit space), n/k from each of the k kept epochs.
     Samples outside the SR data's feature range are dropped (CATHODE does the same)."""
-    import h5py
 
     from flowctl.anomaly.density import kde_sample, sample_ensemble
 
@@ -597,14 +593,10 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     rows = np.concatenate([m[keep, None], x[keep]], axis=1)
     path = run_dir / SAMPLES
     if is_main_process():
-        tmp = path.with_suffix(".h5.tmp")
-        with h5py.File(tmp, "w") as f:
-            d = f.create_dataset("samples", data=rows.astype(np.float32), compression="gzip",
-                                 compression_opts=1)
-            d.attrs["columns"] = ["mjj", "mj1", "dmj", "tau21j1", "tau21j2"]
-            f.attrs["n_drawn"] = n
-            f.attrs["n_models"] = len(flows)
-        tmp.replace(path)
+        write_h5(path, {"samples": rows.astype(np.float32)},
+                 {"n_drawn": n, "n_models": len(flows)},
+                 dataset_attrs={"samples": {"columns": ["mjj", "mj1", "dmj", "tau21j1",
+                                                        "tau21j2"]}})
     out = {"command": "sample", "n_drawn": n, "n_kept": int(keep.sum()),
            "n_models": len(flows), "seconds": round(dt, 2),
            "samples_per_s": round(n / max(dt, 1e-9), 1), "file": str(path)}

@@ -456,19 +456,14 @@ def _topk_stats(score: np.ndarray, lab: np.ndarray, mask: np.ndarray, k: int,
 
 def _write_scores(path: Path, patch: GaiaPatch, score: np.ndarray, where: np.ndarray,
                   fid: np.ndarray) -> None:
-    import h5py
+    from flowctl.atomic import write_h5
 
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        for k in ("ra", "dec", "phi", "lam", "pmphi", "pmlam", "bp_rp", "g"):
-            f.create_dataset(k, data=patch[k], compression="gzip", compression_opts=1)
-        f.create_dataset("log_r", data=score, compression="gzip", compression_opts=1)
-        f.create_dataset("window", data=where, compression="gzip", compression_opts=1)
-        f.create_dataset("fiducial", data=fid, compression="gzip", compression_opts=1)
-        if patch.labels is not None:
-            f.create_dataset("stream", data=patch.labels, compression="gzip", compression_opts=1)
-        f.attrs["note"] = "log_r = -inf: not in any trained SR window or outside a flow's domain"
-    tmp.replace(path)
+    sets = {k: patch[k] for k in ("ra", "dec", "phi", "lam", "pmphi", "pmlam", "bp_rp", "g")}
+    sets.update({"log_r": score, "window": where, "fiducial": fid})
+    if patch.labels is not None:
+        sets["stream"] = patch.labels
+    write_h5(path, sets, {"note": "log_r = -inf: not in any trained SR window or outside a "
+                                  "flow's domain"})
 
 
 def _hough(cfg: dict[str, Any], patch: GaiaPatch, info: list[dict[str, Any]],

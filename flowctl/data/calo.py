@@ -237,50 +237,30 @@ def write_calogan(path: str | Path, showers: Showers, dtype: str | np.dtype = "f
 
     ``energy [N, 1]`` GeV, ``layer_i`` images in MeV, ``overflow [N, 3]`` (zeros if unknown).
     """
-    import h5py
 
     if tuple(showers.layer_shapes) != CALOGAN_LAYERS:
         raise DataError(f"cannot write {showers.layer_shapes} layers as CaloGAN "
                         f"(needs {CALOGAN_LAYERS})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    from flowctl.atomic import write_h5
+
     n = len(showers)
     overflow = showers.overflow if showers.overflow is not None else np.zeros((n, 3))
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("energy", data=showers.energy.reshape(n, 1).astype(dtype))
-        for i in range(3):
-            f.create_dataset(f"layer_{i}", data=showers.layer(i).astype(dtype),
-                             compression="gzip", compression_opts=1, shuffle=True)
-        f.create_dataset("overflow", data=np.asarray(overflow).astype(dtype))
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v
-    tmp.replace(path)
-    return path
+    sets = {"energy": showers.energy.reshape(n, 1).astype(dtype)}
+    sets.update({f"layer_{i}": showers.layer(i).astype(dtype) for i in range(3)})
+    sets["overflow"] = np.asarray(overflow).astype(dtype)
+    return write_h5(path, sets, dict(attrs or {}))
 
 
 def write_calochallenge(path: str | Path, incident_energies_mev: np.ndarray, showers_mev: np.ndarray,
                     dtype: str = "float32", attrs: dict | None = None) -> Path:
     """Write a CaloChallenge file: ``incident_energies [N, 1]``, ``showers [N, V]`` (MeV,
     gzip), atomically (temp file in the same folder + rename)."""
-    import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    from flowctl.atomic import write_h5
+
     e = np.asarray(incident_energies_mev).reshape(-1, 1).astype(dtype)
     s = np.asarray(showers_mev).astype(dtype)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("incident_energies", data=e, compression="gzip")
-            f.create_dataset("showers", data=s, compression="gzip")
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = v
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_h5(path, {"incident_energies": e, "showers": s}, dict(attrs or {}))
 
 
 def split_showers(s: Showers, fractions: Sequence[float] = (0.7, 0.3),
