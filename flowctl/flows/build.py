@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .autoregressive import MaskedAutoregressive, iaf_layer
-from .continuous import ContinuousFlow, ContinuousTransform, VectorField
+from .continuous import ContinuousFlow, ContinuousTransform, EquivariantField, VectorField
 from .core import Chain, Flow, Transform
 from .coupling import Coupling, alternating_masks, binary_masks
 from .distributions import make_base
@@ -90,7 +90,11 @@ def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow | ManifoldFlow:
 
     With ``symmetry``, the flow is wrapped in a :class:`SymmetricFlow` (same interface)."""
     _check_keys(spec)
-    if spec.get("symmetry") is not None:
+    sym = spec.get("symmetry")
+    if sym is not None and spec.get("kind") == "cnf" and isinstance(sym, Mapping) \
+            and sym.get("group") == "permutation":
+        return _build_cnf_equivariant(spec, sym)
+    if sym is not None:
         if spec.get("kind") == "mflow":
             raise ValueError("flow key 'symmetry' is not supported for kind 'mflow'")
         inner = build({k: v for k, v in spec.items() if k != "symmetry"})
@@ -171,6 +175,28 @@ def _build_cnf(s: Mapping[str, Any], spec: Mapping[str, Any], pre: list[Transfor
                               rtol=s["rtol"], atol=s["atol"], adjoint=bool(s["adjoint"]),
                               step_size=s["step_size"])
     return ContinuousFlow(Chain([*pre, cnf]), make_base(base, d), features=d, context=c)
+
+
+def _build_cnf_equivariant(spec: Mapping[str, Any], sym: Mapping[str, Any]) -> Flow:
+    """``kind: cnf`` with ``symmetry: {group: permutation, particles: P}``: a permutation-
+    equivariant vector field and the i.i.d. normal base, exactly invariant for any P (no orbit
+    enumeration). Preprocessing would treat particles differently, so it is refused."""
+    unknown = set(sym) - {"group", "particles"}
+    if unknown:
+        raise ValueError(f"symmetry keys {sorted(unknown)} unknown; expected group, particles")
+    s = {**DEFAULTS, **{k: v for k, v in spec.items() if k != "symmetry"}}
+    if s["standardize"] or s["preprocessing"]:
+        raise ValueError("a permutation-symmetric cnf needs standardize: false and no "
+                         "preprocessing (per-feature statistics differ between particles)")
+    if s["features"] is None:
+        raise ValueError("flow key 'features' is required")
+    d, c = _int(s, "features", 1), _int(s, "context", 0)
+    base = s["base"] or "normal"
+    flow = _build_cnf(s, spec, [], base, d, c, [int(h) for h in s["hidden"]])
+    field = EquivariantField(int(sym.get("particles", 0)), d, [int(h) for h in s["hidden"]],
+                             context=c, activation=spec.get("activation", "silu"))
+    flow.cnf.field = field
+    return flow
 
 
 def _build_mflow(s: Mapping[str, Any], spec: Mapping[str, Any], d: int, c: int,

@@ -66,6 +66,41 @@ class VectorField(nn.Module):
         return self.net(torch.cat(parts, dim=1))
 
 
+class EquivariantField(nn.Module):
+    """A permutation-equivariant ``v(x, t, context)`` for ``P`` exchangeable particles of ``F``
+    features each (``D = P F``, particle-major): DeepSets (Zaheer et al. arXiv:1703.06114), as in
+    equivariant flows (Köhler et al. arXiv:2006.02425). Particle ``i`` gets
+    ``φ([x_i, mean_j ψ(x_j), time features, context])``, so permuting the particles of ``x``
+    permutes ``v`` the same way; with an i.i.d. base the CNF's density is then exactly
+    invariant under all ``P!`` permutations at the cost of one field, not ``P!``.
+    """
+
+    def __init__(self, particles: int, features: int, hidden: list[int], context: int = 0,
+                 activation: str = "silu") -> None:
+        super().__init__()
+        if particles < 2 or features % particles:
+            raise ValueError(f"symmetry.particles={particles} must be >= 2 and divide the "
+                             f"{features} features")
+        self.particles, self.per = particles, features // particles
+        self.features = features
+        n_time = 1 + 2 * len(TIME_FREQUENCIES)
+        width = hidden[0]
+        self.embed = MLP(self.per, width, hidden[:1], activation=activation, zero_init=False)
+        self.net = MLP(self.per + width + n_time + context, self.per, hidden,
+                       activation=activation)
+
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
+        n = x.shape[0]
+        xp = x.reshape(n, self.particles, self.per)
+        pooled = self.embed(xp.reshape(-1, self.per)).reshape(n, self.particles, -1).mean(1)
+        shared = [pooled, time_features(t.to(x.dtype), n)]
+        if context is not None:
+            shared.append(context)
+        shared_t = torch.cat(shared, dim=1).unsqueeze(1).expand(n, self.particles, -1)
+        inp = torch.cat([xp, shared_t], dim=2).reshape(n * self.particles, -1)
+        return self.net(inp).reshape(n, self.features)
+
+
 def divergence(v: Tensor, x: Tensor, create_graph: bool, noise: Tensor | None = None) -> Tensor:
     """``∇·v`` per row ``[N]``: exact (``noise=None``, D passes) or Hutchinson ``εᵀJε``."""
     if noise is not None:
