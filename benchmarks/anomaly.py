@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,19 +24,10 @@ from pathlib import Path
 from flowctl.data.synth.lhco import FILES
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from cli_log import flowctl
+
 METHODS = ("cathode", "anode", "cwola", "idealized", "supervised")
-
-
-def flowctl(args: list[str], log: Path) -> float:
-    t0 = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"$ flowctl {' '.join(args)}\n")
-        fh.flush()
-        res = subprocess.run([sys.executable, "-m", "flowctl", *args], cwd=REPO, stdout=fh,
-                             stderr=subprocess.STDOUT, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"flowctl {' '.join(args)} failed (exit {res.returncode}); see {log}")
-    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:

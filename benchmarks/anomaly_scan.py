@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,22 +31,12 @@ from typing import Any
 from flowctl.anomaly.scan import scan_table
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from cli_log import flowctl
 
 METHODS = ("cathode", "anode", "cwola")
 SCULPT_KEYS = ("sb_efficiency_at_fpr0.01", "sb_chi2_ndf_at_fpr0.01",
                "sb_efficiency_at_fpr0.001", "sb_chi2_ndf_at_fpr0.001")
-
-
-def flowctl(args: list[str], log: Path) -> float:
-    t0 = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"$ flowctl {' '.join(args)}\n")
-        fh.flush()
-        res = subprocess.run([sys.executable, "-m", "flowctl", *args], cwd=REPO, stdout=fh,
-                             stderr=subprocess.STDOUT, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"flowctl {' '.join(args)} failed (exit {res.returncode}); see {log}")
-    return time.perf_counter() - t0
 
 
 def _done(rd: Path) -> dict[str, Any] | None:

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from cli_log import flowctl
 
 # name -> (flow group, extra overrides); widths chosen for ~23k parameters each
 MODELS: dict[str, tuple[str, list[str]]] = {
@@ -76,16 +77,6 @@ def saddle_kl(run: Path, n: int = 20000) -> dict:
     d = saddle_log_prob(x) - lq
     return {"kl": float(d.mean()), "kl_se": float(d.std(ddof=1) / np.sqrt(n)),
             "reconstruction_mse": float(rec.mean()), "n_kl": n}
-
-
-def flowctl(args: list[str], log: Path) -> None:
-    with open(log, "a") as fh:
-        fh.write(f"$ flowctl {' '.join(args)}\n")
-        fh.flush()
-        res = subprocess.run([sys.executable, "-m", "flowctl", *args], cwd=REPO, stdout=fh,
-                             stderr=subprocess.STDOUT, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"flowctl {' '.join(args)} failed (exit {res.returncode}); see {log}")
 
 
 def write_json(path: Path, obj: dict) -> None:
