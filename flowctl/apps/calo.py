@@ -932,17 +932,23 @@ def _evaluate_challenge(cfg: dict[str, Any], run_dir: Path, geo: Geometry, truth
         nums, results = _challenge_auc(cfg, geo, truth, gen, min_e)
         out["classifier"] = nums
         if is_main_process() and plots:
-            from flowctl.metrics.classifier import roc_curve
-
-            curves = {k: (*roc_curve(r.test_labels, r.test_probs), r.auc)
-                      for k, (r, _) in results.items()}
-            plots.append(str(P.save(P.roc_figure(curves), run_dir / "plots" / "roc.png")))
+            plots.append(_roc_plot(results, run_dir))
     out["plots"] = plots
     update_metrics_json(run_dir, {"evaluate": out})
     if is_main_process():
         _print_eval(out, run_dir, f"DS {geo.dataset} ({geo.particle}), voxels below "
                                   f"{min_e:g} MeV zeroed")
     return out
+
+
+def _roc_plot(results: dict[str, Any], run_dir: Path) -> str:
+    """``RUN/plots/roc.png`` of the classifier runs (name -> (result, ...))."""
+    from flowctl.metrics.classifier import roc_curve
+    from flowctl.plots import calo as P
+
+    curves = {k: (*roc_curve(r.test_labels, r.test_probs), r.auc)
+              for k, (r, _) in results.items()}
+    return str(P.save(P.roc_figure(curves), run_dir / "plots" / "roc.png"))
 
 
 def _print_eval(out: dict[str, Any], run_dir: Path, what: str) -> None:
@@ -983,11 +989,7 @@ def _evaluate_calogan(cfg: dict[str, Any], run_dir: Path, truth: Showers, gen: S
         nums, results = _auc_runs(cfg, truth, gen)
         out["classifier"] = nums
         if is_main_process() and plots:
-            from flowctl.metrics.classifier import roc_curve
-
-            curves = {k: (*roc_curve(r.test_labels, r.test_probs), r.auc)
-                      for k, (r, _) in results.items()}
-            plots.append(str(P.save(P.roc_figure(curves), run_dir / "plots" / "roc.png")))
+            plots.append(_roc_plot(results, run_dir))
     out["plots"] = plots
     update_metrics_json(run_dir, {"evaluate": out})
     if is_main_process():
