@@ -20,7 +20,8 @@ arXiv:2210.04815): the budget is split over R rounds; round 1 simulates from the
 later round from the prior truncated to the region of the current q(θ | x_o) holding
 ``1 − sims.truncation`` of its mass (:mod:`flowctl.simulators.truncation`); the flow is
 trained on all pairs so far with the plain NPE loss (inside the truncated prior no proposal
-correction is needed) and warm-started from the previous round.
+correction is needed) and warm-started from the previous round; ``batch_size: auto`` is picked
+again each round from the number of pairs trained on.
 
 ``evaluate`` reports simulation-based calibration (SBC, arXiv:1804.06788) rank histograms per
 parameter with χ²/ndf against uniform, the expected coverage of the highest-posterior-density
@@ -257,6 +258,7 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
     log: list[dict[str, Any]] = []
     flow: torch.nn.Module | None = None
     summary: dict[str, Any] = {}
+    auto = cfg.get("batch_size") == "auto"  # re-picked each round from the pairs so far
     for r in range(rounds):
         n_r = n_total // rounds + (n_total % rounds if r == rounds - 1 else 0)
         info: dict[str, Any] = {"round": r + 1, "n_sims": n_r}
@@ -282,6 +284,9 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
             cfg["sequential"] = {"rounds": rounds, "truncation": eps, "observed": x_o.tolist(),
                                  "source": source}
             flow = _setup(cfg, *tr, run_dir)
+        if auto:
+            cfg["trainer"]["batch_size"] = auto_batch_size(len(tr[0]))
+        info["batch_size"] = cfg["trainer"]["batch_size"]
         last = r == rounds - 1
         rdir = run_dir if last else run_dir / "rounds" / f"{r + 1}"
         summary = _fit(flow, cfg, tr, va, rdir)
@@ -290,8 +295,8 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
         log.append(info)
         if is_main_process():
             acc_s = (f", acceptance {info['acceptance']:.3g}" if "acceptance" in info else "")
-            print(f"round {r + 1}/{rounds}: {n_r} simulations{acc_s}, {summary.get('epochs')} "
-                  f"epochs, best val NLL {summary.get('best_val_loss')}")
+            print(f"round {r + 1}/{rounds}: {n_r} simulations{acc_s}, batch "
+                  f"{info['batch_size']}, {summary.get('epochs')} epochs, best val NLL {summary.get('best_val_loss')}")
     assert flow is not None
     return _train_report(cfg, run_dir, sim, flow, summary, n_total, t0,
                          {"rounds": log, "observed": source})

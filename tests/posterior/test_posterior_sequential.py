@@ -66,6 +66,9 @@ def test_sequential_recovers_the_linear_gaussian_posterior(tmp_path: Path) -> No
     run = tmp_path / "run"
     out = app.COMMANDS["train"](cfg, run)
     assert [r["round"] for r in out["rounds"]] == [1, 2]
+    # batch_size auto is re-picked each round from the pairs trained on so far (900, 1800)
+    assert [r["batch_size"] for r in out["rounds"]] == [auto_batch_size(900),
+                                                        auto_batch_size(1800)]
     assert 0.0 < out["rounds"][1]["acceptance"] < 1.0  # round 2 drew from a truncated prior
     assert (run / "rounds" / "1" / "checkpoints" / "best.pt").exists()
     flow = app.load_flow(cfg, run)
