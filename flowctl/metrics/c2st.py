@@ -61,44 +61,68 @@ def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 def _fit_predict(xtr: torch.Tensor, ytr: torch.Tensor, xte: list[torch.Tensor],
                  cfg: C2STConfig, gen: torch.Generator) -> list[np.ndarray]:
     """Train ``T`` independent classifiers on ``xtr [T, n, D]``, ``ytr [T, n]`` in lock-step
-    (each stops on its own; its weights at that epoch are kept) and predict ``xte[t]``."""
+    and predict ``xte[t]``. Each stops on its own (its weights at that epoch are kept) and
+    leaves the batch, so the slowest does not make the others' work continue; the random
+    stream is drawn for all ``T`` every epoch, so each classifier's answer is the same as in
+    a batch where none leaves."""
     t, n, d = xtr.shape
     h = max(1, cfg.hidden_factor * d)
     params = [*_init(t, d, h, gen), *_init(t, h, h, gen), *_init(t, h, 1, gen)]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     bs = min(cfg.batch_size, n)
+    active = torch.arange(t)                       # original index of each row of params
     best = torch.full((t,), math.inf, dtype=torch.float64)
     stale = torch.zeros(t, dtype=torch.long)
     frozen: list[list[torch.Tensor] | None] = [None] * t
-    rows = torch.arange(t)[:, None]
     for _ in range(cfg.max_epochs):
-        perm = torch.argsort(torch.rand(t, n, generator=gen), 1)
-        total = torch.zeros(t, dtype=torch.float64)
+        perm = torch.argsort(torch.rand(t, n, generator=gen), 1)[active]
+        rows = torch.arange(len(active))[:, None]
+        x_a, y_a = xtr[active], ytr[active]
+        total = torch.zeros(len(active), dtype=torch.float64)
         for i in range(0, n, bs):
             idx = perm[:, i:i + bs]
-            logits = _forward(params, xtr[rows, idx])
+            logits = _forward(params, x_a[rows, idx])
             bce = nn.functional.binary_cross_entropy_with_logits(
-                logits, ytr[rows, idx], reduction="none").mean(1)
+                logits, y_a[rows, idx], reduction="none").mean(1)
             l2 = sum((w**2).sum((1, 2)) for w in params[0::2])
-            loss = bce + 0.5 * cfg.l2 * l2 / idx.shape[1]            # [T]
+            loss = bce + 0.5 * cfg.l2 * l2 / idx.shape[1]            # [T_active]
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
             total += loss.detach().double() * idx.shape[1]
         total /= n
-        stale = torch.where(total > best - cfg.tol, stale + 1, torch.zeros_like(stale))
-        best = torch.minimum(best, total)
-        for k in range(t):
-            if frozen[k] is None and (stale[k] >= cfg.n_iter_no_change):
-                frozen[k] = [p[k].detach().clone() for p in params]
-        if all(f is not None for f in frozen):
+        b, st = best[active], stale[active]
+        st = torch.where(total > b - cfg.tol, st + 1, torch.zeros_like(st))
+        best[active], stale[active] = torch.minimum(b, total), st
+        done = st >= cfg.n_iter_no_change
+        for j in done.nonzero().flatten().tolist():
+            frozen[int(active[j])] = [p[j].detach().clone() for p in params]
+        if bool(done.all()):
             break
+        if bool(done.any()):
+            params, opt = _keep_rows(params, opt, ~done, cfg.lr)
+            active = active[~done]
     out = []
     with torch.no_grad():
         for k in range(t):
-            p = frozen[k] or [q[k].detach() for q in params]
+            f = frozen[k]
+            p = f if f is not None else [q[int((active == k).nonzero()[0, 0])].detach()
+                                         for q in params]
             out.append((_forward([q[None] for q in p], xte[k][None])[0] > 0).numpy())
     return out
+
+
+def _keep_rows(params: list[torch.Tensor], opt: torch.optim.Adam, keep: torch.Tensor, lr: float
+               ) -> tuple[list[torch.Tensor], torch.optim.Adam]:
+    """The classifiers of rows ``keep [T]`` only, with their Adam moments and step count."""
+    new = [p.detach()[keep].clone().requires_grad_() for p in params]
+    new_opt = torch.optim.Adam(new, lr=lr)
+    for p, q in zip(params, new, strict=True):
+        st = opt.state.get(p)
+        if st:
+            new_opt.state[q] = {k: (v[keep].clone() if k != "step" else v.clone())
+                                for k, v in st.items()}
+    return new, new_opt
 
 
 def _prepare(x: np.ndarray, y: np.ndarray, cfg: C2STConfig) -> tuple[torch.Tensor, torch.Tensor]:
