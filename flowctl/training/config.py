@@ -7,6 +7,7 @@ The defaults here mirror ``configs/trainer/default.yaml`` (a test keeps them in 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "nonfinite": {"max_consecutive": 5, "max_restores": 3},
     "checkpoint_every_epoch": True,
     "keep_best": 0,
+    "grad_accum": 1,
 }
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -80,6 +82,36 @@ def _seq(v: Any) -> bool:
     return isinstance(v, Sequence) and not isinstance(v, (str, bytes))
 
 
+def _accum_ok(v: Any) -> bool:
+    if _is_int(v):
+        return v >= 1
+    if not _seq(v) or not v:
+        return False
+    pairs = [p for p in v if _seq(p) and len(p) == 2 and all(_is_int(x) for x in p)]
+    if len(pairs) != len(v) or pairs[0][0] != 0:
+        return False
+    starts = [p[0] for p in pairs]
+    return all(p[1] >= 1 for p in pairs) and all(a < b for a, b in itertools.pairwise(starts))
+
+
+def accum_at(spec: int | Sequence[Sequence[int]], epoch: int) -> int:
+    """Batches per optimizer step in ``epoch`` (0-based) for a ``grad_accum`` setting.
+
+    ``spec`` is an int K, or ``[[0, K0], [e1, K1], ...]``: K0 batches per step from epoch 0,
+    K1 from epoch e1 on, ... (CaloFlow v2's student: ``[[0, 2], [10, 4], [40, 8], [70, 16]]``).
+
+    >>> accum_at([[0, 2], [10, 4]], 9), accum_at([[0, 2], [10, 4]], 10), accum_at(3, 5)
+    (2, 4, 3)
+    """
+    if isinstance(spec, int):
+        return spec
+    k = 1
+    for start, kk in spec:
+        if epoch >= start:
+            k = kk
+    return int(k)
+
+
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "device": (lambda v: isinstance(v, str) and bool(_DEVICE_RE.match(v)),
                "auto | cpu | cuda | cuda:N | mps"),
@@ -106,6 +138,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "log_every": _int(1),
     "checkpoint_every_epoch": _bool(),
     "keep_best": _int(0),
+    "grad_accum": (_accum_ok, ("int >= 1, or a list of [start_epoch, K] pairs with K >= 1, "
+                               "start epochs ascending from 0 (e.g. [[0, 2], [10, 4]])")),
 }
 
 _NONFINITE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -172,6 +206,8 @@ def validate_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         check, expected = _CHECKS[key]
         if not check(value):
             raise _fail(key, value, expected)
+        if key == "grad_accum" and _seq(value):
+            value = [[int(a), int(b)] for a, b in value]
         out[key] = list(value) if _seq(value) else value
     if out["epochs"] is None and out["max_steps"] is None:
         raise ConfigError("invalid trainer config: epochs and max_steps are both null; set one")

@@ -42,7 +42,7 @@ from .checkpoint import (
     set_rng_state,
     to_plain,
 )
-from .config import validate_config
+from .config import accum_at, validate_config
 from .errors import TrainingError, TrainingInterrupted
 from .progress import Progress
 from .schedules import LRSchedule
@@ -96,6 +96,17 @@ def _clone_cpu(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return tuple(_clone_cpu(v) for v in obj)
     return copy.deepcopy(obj)
+
+
+def _batches_for_steps(max_steps: int, per_epoch: int, accum: Any) -> int:
+    """Batches consumed by ``max_steps`` optimizer steps at ``per_epoch`` batches per epoch."""
+    steps = batches = epoch = 0
+    while True:
+        k = accum_at(accum, epoch)
+        groups = math.ceil(per_epoch / k)
+        if steps + groups >= max_steps:
+            return batches + min((max_steps - steps) * k, per_epoch)
+        steps, batches, epoch = steps + groups, batches + per_epoch, epoch + 1
 
 
 def _as_tuple(batch: Any) -> tuple[Any, ...]:
@@ -189,9 +200,11 @@ class _Run:
         self.steps_per_epoch = math.ceil(self.per_rank / self.bs)
         if self.steps_per_epoch == 0:
             raise TrainingError("training set is empty")
-        total = self.steps_per_epoch * c["epochs"] if c["epochs"] is not None else c["max_steps"]
+        # the lr schedule counts batches (= optimizer steps when grad_accum is 1)
+        total = self.steps_per_epoch * c["epochs"] if c["epochs"] is not None else None
         if c["max_steps"] is not None:
-            total = min(total, c["max_steps"])
+            cap = _batches_for_steps(c["max_steps"], self.steps_per_epoch, c["grad_accum"])
+            total = cap if total is None else min(total, cap)
         self.schedule = LRSchedule(c["schedule"], c["lr"], total, warmup_steps=c["warmup_steps"],
                                    min_lr=c["min_lr"], milestones=c["milestones"],
                                    gamma=c["gamma"])
@@ -206,6 +219,7 @@ class _Run:
         self.epoch = 0              # completed epochs
         self.sample_in_epoch = 0    # samples of this rank's shard consumed in the current epoch
         self.step = 0               # optimizer steps taken
+        self.batches = 0            # batches consumed (the lr schedule's clock)
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.epochs_since_best = 0
@@ -240,6 +254,7 @@ class _Run:
             "epoch": self.epoch,
             "sample_in_epoch": self.sample_in_epoch,
             "step": self.step,
+            "batches": self.batches,
             "batch_size": self.bs,
             "world_size": self.ctx.world_size,
             "seed": self.c["seed"],
@@ -297,6 +312,7 @@ class _Run:
             ) from err
         cnt = ck["counters"]
         self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
+        self.batches = int(ck.get("batches", self.step))  # older checkpoints: one batch per step
         self.sample_in_epoch = int(ck["sample_in_epoch"])
         self.best, self.best_epoch = ck["best_val_loss"], ck["best_epoch"]
         self.epochs_since_best = int(cnt["epochs_since_best"])
@@ -389,24 +405,52 @@ class _Run:
         yield from self.loader
 
     def _train_epoch(self, wrapped: torch.nn.Module) -> bool:
-        """Run the rest of the current epoch; returns True if cut short by max_steps."""
+        """Run the rest of the current epoch; returns True if cut short by max_steps.
+
+        With ``grad_accum`` K > 1 the gradients of K batches (each loss scaled by 1/K) are summed
+        before one optimizer step; the epoch's last group may be shorter (its gradient is
+        rescaled to the mean over its batches). A group with a non-finite loss or gradient is
+        skipped as a whole; SIGTERM/SIGINT is acted on at the next group boundary, so a
+        checkpoint never holds half a group.
+        """
         c, nf = self.c, self.c["nonfinite"]
+        k = accum_at(c["grad_accum"], self.epoch)
         done = self.sample_in_epoch // self.bs
+        total = self.steps_per_epoch
         desc = f"epoch {self.epoch + 1}" + (f"/{c['epochs']}" if c["epochs"] else "")
-        self.progress.start_epoch(desc, self.steps_per_epoch, done, self.step)
+        self.progress.start_epoch(desc, math.ceil(total / k), math.ceil(done / k), self.step)
         self.model.train()
+        pos, losses, sizes = 0, [], []
         for batch in self._batches():
             batch = self._to_device(batch)
             n = int(batch[0].shape[0]) if isinstance(batch[0], torch.Tensor) else self.bs
-            lr = self.schedule.lr_at(self.step) * self.lr_scale
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss = wrapped(*batch)
-            if loss.dim() != 0:
-                raise TrainingError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-            loss.backward()
+            if pos == 0:
+                lr = self.schedule.lr_at(self.batches) * self.lr_scale
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+            last_in_epoch = self.sample_in_epoch + n >= self.per_rank
+            boundary = pos + 1 == k or last_in_epoch
+            sync = contextlib.nullcontext() if boundary or not hasattr(wrapped, "no_sync") \
+                else wrapped.no_sync()  # DDP: all-reduce once per group
+            with sync:
+                with self._autocast():
+                    loss = wrapped(*batch)
+                if loss.dim() != 0:
+                    raise TrainingError(
+                        f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+                (loss / k if k > 1 else loss).backward()
+            losses.append(loss.detach().float())
+            sizes.append(n)
+            pos += 1
+            self.sample_in_epoch += n
+            self.batches += 1
+            if not boundary:
+                continue
+            if pos < k:  # short last group: the gradient is a mean over its pos batches
+                for p in self.params:
+                    if p.grad is not None:
+                        p.grad.mul_(k / pos)
             if c["grad_clip"] is not None:
                 norm = torch.nn.utils.clip_grad_norm_(self.params, c["grad_clip"])
             else:
@@ -414,12 +458,13 @@ class _Run:
                 norm = (torch.linalg.vector_norm(torch.stack(
                     [torch.linalg.vector_norm(g.detach()) for g in grads])) if grads
                     else torch.zeros(()))
-            loss_v, norm_v = torch.stack([loss.detach().float(), norm.detach().float().to(
-                loss.device)]).cpu().tolist()
-            bad = not (math.isfinite(loss_v) and math.isfinite(norm_v))
+            *loss_vs, norm_v = torch.stack([*losses, norm.detach().float().to(
+                losses[0].device)]).cpu().tolist()  # one device sync per optimizer step
+            group_n = sum(sizes)
+            mean_loss = sum(v * m for v, m in zip(loss_vs, sizes)) / group_n
+            bad = not (math.isfinite(mean_loss) and math.isfinite(norm_v))
             flag_bad, flag_sig = D.all_reduce([float(bad), float(self.signals.signum)], self.ctx,
                                               op="max")
-            self.sample_in_epoch += n
             if flag_bad:
                 self.skipped += 1
                 self.ep_skipped += 1
@@ -431,10 +476,11 @@ class _Run:
                 self.optimizer.step()
                 self.step += 1
                 self.consecutive_bad = 0
-                self.ep_loss_sum += loss_v * n
-                self.ep_loss_n += n
+                self.ep_loss_sum += mean_loss * group_n
+                self.ep_loss_n += group_n
                 self.last_lr = lr
-            self.progress.update(self.step, loss_v, lr)
+            pos, losses, sizes = 0, [], []
+            self.progress.update(self.step, mean_loss, lr)
             if flag_sig:
                 self._interrupt(int(flag_sig))
             if c["max_steps"] is not None and self.step >= c["max_steps"]:
