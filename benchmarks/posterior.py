@@ -97,17 +97,30 @@ def run_one(task: str, budget: int, seed: int, rounds: int, obs: np.ndarray, arg
 
 
 def table(records: list[dict[str, Any]]) -> str:
+    """Median [min, max] over seeds of the per-seed C2ST (each a mean over observations)."""
     rows = []
     keys = sorted({(r["task"], r["budget"], r["mode"]) for r in records})
     for task, budget, mode in keys:
         sel = [r for r in records if (r["task"], r["budget"], r["mode"]) == (task, budget, mode)]
         vals = [r["c2st"] for r in sel]
         paper = PAPER.get((task, "NPE" if mode == "NPE" else "SNPE"), {}).get(budget)
-        sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
-        rows.append([task, mode, f"{budget:g}", f"{np.mean(vals):.3f}{sd}", str(len(vals)),
-                     str(sel[0]["n_observations"]), f"{paper:.3f}" if paper else "-"])
-    return format_table(["task", "mode", "simulations", "C2ST (mean ± sd over seeds)", "seeds",
-                         "observations", "SBI benchmark"], rows)
+        spread = f" [{min(vals):.3f}, {max(vals):.3f}]" if len(vals) > 1 else ""
+        rows.append([task, mode, f"{budget:g}", f"{np.median(vals):.3f}{spread}",
+                     " ".join(str(r["seed"]) for r in sel),
+                     "/".join(str(r["n_observations"]) for r in sel),
+                     f"{paper:.3f}" if paper else "-"])
+    return format_table(["task", "mode", "simulations", "C2ST median [min, max] over seeds",
+                         "seeds", "observations", "SBI benchmark"], rows)
+
+
+def merged(paths: list[Path]) -> list[dict[str, Any]]:
+    """The records of several results files; a (task, budget, seed, rounds) point found twice
+    keeps the later file's."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        for r in json.loads(path.read_text())["records"]:
+            out[(r["task"], r["budget"], r["seed"], r["rounds"])] = {**r, "file": path.name}
+    return list(out.values())
 
 
 def main() -> None:
@@ -128,7 +141,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="run directories (default: temp)")
     ap.add_argument("--reuse", action="store_true",
                     help="evaluate a run directory of --work that already finished training")
+    ap.add_argument("--table", type=Path, nargs="+", default=None,
+                    help="only print the table of these results files (no runs)")
     args = ap.parse_args()
+    if args.table:
+        print(table(merged(args.table)))
+        return
     path = args.resume or results_path("posterior")
     payload: dict[str, Any] = (json.loads(path.read_text()) if args.resume and path.exists()
                                else {"records": []})
