@@ -70,3 +70,31 @@ def test_module_entry_point(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "3030 events (30 signal)" in res.stdout
     assert (tmp_path / FILES["data"]).is_file()
+
+
+def test_worlds_differ_and_keep_the_format(tmp_path: Path) -> None:
+    from flowctl.data.lhco import cathode_features
+    from flowctl.data.synth.lhco import WORLDS
+
+    assert set(WORLDS) == {"default", "correlated", "mixture"}
+    stats = {}
+    for w in WORLDS:
+        rng = np.random.default_rng(0)
+        b = cathode_features(background(rng, 60_000, world=w))
+        s = cathode_features(signal(rng, 20_000, world=w))
+        near = (b[:, 0] > 2.7) & (b[:, 0] < 4.3)
+        stats[w] = (np.corrcoef(b[near, 0], b[near, 1])[0, 1], np.median(s[:, 1]),
+                    np.median(s[:, 1] + s[:, 2]), signal_region_mask(s[:, 0]).mean())
+        assert np.median(s[:, 3]) < np.median(b[:, 3])          # two-prong-ish signal
+    # correlated: jet mass follows mjj much more strongly; heavier jets 450 / 150 GeV
+    assert stats["correlated"][0] > stats["default"][0] + 0.15
+    assert abs(stats["correlated"][1] - 0.150) < 0.02
+    assert abs(stats["correlated"][2] - 0.450) < 0.05
+    assert 0.5 < stats["correlated"][3] < 0.75
+    assert abs(stats["mixture"][1] - 0.080) < 0.015
+    # same format; the SR-only extra background stays in the SR in every world
+    f = write_all(tmp_path, 4000, 0.01, seed=2, world="correlated")
+    assert read_lhco_raw(f["data"]).shape == (4040, 15)
+    assert signal_region_mask(load_lhco(f["extra_bkg"])[:, 0]).all()
+    with pytest.raises(ValueError, match="world must be one of"):
+        write_all(tmp_path, 100, world="nope")
