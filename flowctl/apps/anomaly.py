@@ -751,6 +751,89 @@ def _run_metrics(e: dict[str, Any], floor: float) -> dict[str, Any]:
     return m
 
 
+def _template_truth(cfg: dict[str, Any], mode: str) -> np.ndarray | None:
+    """True SR background rows ``[N, 6]`` for the template check: the extra QCD file's
+    events (test mode) or the SR data's label-0 events (data-only mode, the file's labels);
+    None without labels."""
+    d = dict(cfg.get("data") or {})
+    if mode == "test" and not d.get("extra_bkg"):
+        return None
+    sp = _splits(cfg, need_test=mode == "test")
+    if mode == "test":
+        parts = [p for p in (sp.bkg_train, sp.bkg_val) if p is not None]
+        if sp.test is not None:
+            parts.append(sp.test[sp.test[:, 5] == 0])
+        return np.concatenate(parts) if parts else None
+    sr = sp.sr_data
+    return sr[sr[:, 5] == 0] if 0 < sr[:, 5].sum() < len(sr) else None
+
+
+def _template_checks(cfg: dict[str, Any], mode: str,
+                     entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The background-template diagnostic of every CATHODE run with samples (classifier
+    true SR background vs the run's samples, :func:`flowctl.anomaly.template.template_check`);
+    each run's result is kept in its metrics.json (``template_check``) and reused while its
+    samples file and the settings are unchanged."""
+    import json
+
+    from flowctl.anomaly.summary import summarize_runs
+    from flowctl.anomaly.template import template_check
+
+    ev = dict(cfg.get("eval") or {})
+    if not ev.get("template_check", True):
+        return None
+    epochs = ev.get("template_epochs", 10)
+    max_events = ev.get("template_max_events", 100000)
+    for key, v in (("template_epochs", epochs), ("template_max_events", max_events)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UserError(f"eval.{key} must be a positive integer, got {v!r}")
+    runs = [e for e in entries if (Path(e["run"]) / SAMPLES).exists()]
+    if not runs:
+        return None
+    truth = _template_truth(cfg, mode)
+    if truth is None:
+        return None
+    per_run: dict[str, dict[str, Any]] = {}
+    for e in runs:
+        rd = Path(e["run"])
+        rc = read_config(rd)
+        stamp = {"samples_mtime": (rd / SAMPLES).stat().st_mtime, "epochs": epochs,
+                 "max_events": max_events, "inputs": rc.get("classifier_inputs", "features")}
+        old = {}
+        if (rd / "metrics.json").exists():
+            try:
+                old = json.loads((rd / "metrics.json").read_text()).get("template_check") or {}
+            except (OSError, ValueError):
+                old = {}
+        if old.get("stamp") == stamp and old.get("auc") is not None:
+            per_run[str(rd)] = old
+            continue
+        ccfg = _classifier_cfg({"classifier": {**(rc.get("classifier") or {}),
+                                               "epochs": epochs,
+                                               "top_k": min(3, epochs)}})
+        samples = _read_samples(rd)
+        names = FEATURE_NAMES[1:5] if stamp["inputs"] == "features" else FEATURE_NAMES
+        try:
+            res = template_check(_inputs(rc, truth), _inputs(rc, samples[:, :5]), ccfg,
+                                 max_events, _seed(rc), names)
+        except ValueError as exc:
+            raise UserError(f"template check of {rd}: {exc}") from None
+        res["stamp"] = stamp
+        update_metrics_json(rd, {"template_check": res})
+        per_run[str(rd)] = res
+    s = summarize_runs([{"t": {"auc": r["auc"]}} for r in per_run.values()])["t"]["auc"]
+    out = {"auc": s, "auc_null_sd": max(r["auc_null_sd"] for r in per_run.values()),
+           "truth": "extra SR background (labelled simulation)" if mode == "test" else
+           "SR data with label 0 (the file's labels)", "runs": per_run}
+    _say(f"background template (true SR background vs CATHODE samples, {len(per_run)} run(s)): "
+         f"AUC {s['median']:.4f} [{s['q16']:.4f}, {s['q84']:.4f}] (0.5: samples "
+         f"indistinguishable from the background; null spread {out['auc_null_sd']:.4f}); "
+         "per feature: " + ", ".join(
+             f"{k} {np.median([r['feature_auc'][k] for r in per_run.values()]):.3f}"
+             for k in next(iter(per_run.values()))["feature_auc"]))
+    return out
+
+
 def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """ROC (rejection 1/FPR) and SIC curves of every method that has run on this data (median
     and 16-84 % band over runs/seeds), with max SIC (FPR floor), rejection at TPR 0.2 / 0.5,
@@ -820,6 +903,9 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                                   run_dir / "plots" / "sculpting.png")))
     out = {"command": "evaluate", "mode": mode, "fpr_floor": floor, "min_runs": min_runs,
            "methods": summary, "plots": plots}
+    tc = _template_checks(cfg, mode, runs.get("cathode", []))
+    if tc is not None:
+        out["template_check"] = tc
     if skipped:
         out["skipped"] = skipped
     update_metrics_json(run_dir, {"evaluate": _null(out)})

@@ -190,6 +190,13 @@ def test_cathode_cwola_and_evaluate_through_the_cli(lhco: dict[str, Path],
         assert s["max_sic"]["n"] == 1 and s["max_sic"]["median"] > 0
         assert 0.0 <= s["auc"]["median"] <= 1.0
     assert (run / "plots" / "roc_sic.png").exists()
+    # the background-template diagnostic: true SR background vs the run's samples
+    tc = ev["template_check"]
+    assert tc["auc"]["n"] == 1 and 0.4 < tc["auc"]["median"] < 1.0
+    one = tc["runs"][str(run.resolve())]
+    assert set(one["feature_auc"]) == {"mj1", "dmj", "tau21j1", "tau21j2"}
+    assert "background template" in res.stdout
+    assert json.loads((run / "metrics.json").read_text())["template_check"]["auc"] == one["auc"]
     assert time.perf_counter() - t0 < 240
 
 
