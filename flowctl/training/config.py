@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "nonfinite": {"max_consecutive": 5, "max_restores": 3},
     "checkpoint_every_epoch": True,
     "keep_best": 0,
-    "grad_accum": 1,
+    "grad_accum": None,
 }
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -83,6 +83,8 @@ def _seq(v: Any) -> bool:
 
 
 def _accum_ok(v: Any) -> bool:
+    if v is None:
+        return True
     if _is_int(v):
         return v >= 1
     if not _seq(v) or not v:
@@ -94,15 +96,17 @@ def _accum_ok(v: Any) -> bool:
     return all(p[1] >= 1 for p in pairs) and all(a < b for a, b in itertools.pairwise(starts))
 
 
-def accum_at(spec: int | Sequence[Sequence[int]], epoch: int) -> int:
+def accum_at(spec: int | Sequence[Sequence[int]] | None, epoch: int) -> int:
     """Batches per optimizer step in ``epoch`` (0-based) for a ``grad_accum`` setting.
 
-    ``spec`` is an int K, or ``[[0, K0], [e1, K1], ...]``: K0 batches per step from epoch 0,
+    ``spec`` is None (1), an int K, or ``[[0, K0], [e1, K1], ...]``: K0 batches per step from epoch 0,
     K1 from epoch e1 on, ... (CaloFlow v2's student: ``[[0, 2], [10, 4], [40, 8], [70, 16]]``).
 
     >>> accum_at([[0, 2], [10, 4]], 9), accum_at([[0, 2], [10, 4]], 10), accum_at(3, 5)
     (2, 4, 3)
     """
+    if spec is None:
+        return 1
     if isinstance(spec, int):
         return spec
     k = 1
@@ -138,7 +142,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "log_every": _int(1),
     "checkpoint_every_epoch": _bool(),
     "keep_best": _int(0),
-    "grad_accum": (_accum_ok, ("int >= 1, or a list of [start_epoch, K] pairs with K >= 1, "
+    "grad_accum": (_accum_ok, ("null, int >= 1, or a list of [start_epoch, K] pairs with K >= 1, "
                                "start epochs ascending from 0 (e.g. [[0, 2], [10, 4]])")),
 }
 

@@ -48,7 +48,7 @@ from flowctl.flows import (
 from flowctl.flows.splines import knot_derivatives
 
 __all__ = ["DistillLoss", "canonical_params", "check_compatible", "copy_permutations",
-           "student_states", "teacher_states"]
+           "init_from_teacher", "student_states", "teacher_states"]
 
 ContextSampler = Callable[[int, torch.device, torch.dtype], Tensor]
 
@@ -105,6 +105,64 @@ def copy_permutations(teacher: Flow, student: Flow) -> int:
             b.perm = a.perm.clone()
             b.inverse_perm = a.inverse_perm.clone()
             n += 1
+    return n
+
+
+def _mirror(family: nn.Module) -> tuple[Tensor, Tensor]:
+    """(index, sign) ``[P]`` taking a teacher conditioner's raw outputs to a student's whose
+    element-wise map is, to first order, the inverse of the teacher's (see
+    :func:`init_from_teacher`)."""
+    if isinstance(family, RQS):
+        k = family.bins
+        p = family.num_params
+        idx = torch.arange(p)
+        idx[:k], idx[k:2 * k] = torch.arange(k, 2 * k), torch.arange(k)
+        sign = torch.ones(p)
+        sign[2 * k:] = -1.0
+        return idx, sign
+    if isinstance(family, Affine):
+        return torch.arange(2), -torch.ones(2)
+    raise ValueError(f"no mirrored parameters for element-wise family {type(family).__name__}")
+
+
+@torch.no_grad()
+def init_from_teacher(teacher: Flow, student: Flow) -> int:
+    """Start each student IAF layer from its teacher MAF layer's conditioner; returns how
+    many layers were copied.
+
+    The student's MADE gets the teacher's weights, with the output rows of every dimension
+    mirrored: RQS widths and heights swapped and derivative logits negated (the knots of
+    the inverse spline; ``1/d`` is ``-logit`` to first order around derivative 1), affine
+    ``(log-scale, shift)`` negated. The student then evaluates the teacher's conditioner on
+    the latent side instead of the data side, which is exact for a layer that moves little
+    and a head start otherwise (not in CaloFlow v2, which starts the student from scratch).
+    Needs equal conditioner shapes (hidden widths, context, residual); raises ValueError
+    naming the layer otherwise. Run :func:`copy_permutations` first.
+    """
+    n = 0
+    for i, (a, b) in enumerate(zip(_layers(teacher), _layers(student))):
+        ma, _ = _autoregressive(a)
+        mb, inv_b = _autoregressive(b)
+        if ma is None or mb is None or not inv_b:
+            continue
+        src, dst = ma.made.state_dict(), mb.made.state_dict()
+        if src.keys() != dst.keys() or any(src[k].shape != dst[k].shape for k in src):
+            raise ValueError(f"layer {i}: the student's conditioner differs in shape from the "
+                             "teacher's (hidden widths, context, residual); it cannot start "
+                             "from the teacher's weights")
+        if type(ma.family) is not type(mb.family) or ma.family.num_params != \
+                mb.family.num_params:
+            raise ValueError(f"layer {i}: element-wise maps differ")
+        idx, sign = _mirror(ma.family)
+        new = {k: v.clone() for k, v in src.items()}
+        d, p = ma.made.features, ma.made.params_per_dim
+        w = src["output_layer.weight"].view(d, p, -1)[:, idx] * sign.to(src[
+            "output_layer.weight"])[None, :, None]
+        bias = src["output_layer.bias"].view(d, p)[:, idx] * sign.to(src["output_layer.bias"])
+        new["output_layer.weight"] = w.reshape(d * p, -1).contiguous()
+        new["output_layer.bias"] = bias.reshape(-1).contiguous()
+        mb.made.load_state_dict(new)
+        n += 1
     return n
 
 
