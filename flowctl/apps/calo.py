@@ -166,6 +166,10 @@ def validate(cfg: dict[str, Any]) -> None:
     _num(cfg, "eval.bins", 2, integer=True, optional=True)
     _num(cfg, "eval.min_energy_mev", 0.0, optional=True)
     _num(cfg, "distill.beta", 0.0, hi=1.0, optional=True)
+    init = (cfg.get("distill") or {}).get("init", "random")
+    if init not in ("random", "teacher"):
+        raise UserError(f"distill.init={init!r}: expected random (CaloFlow v2) or teacher "
+                        "(start from the teacher's mirrored conditioners)")
     for key in ("milestone_epochs", "energy_milestone_epochs", "first_milestone_epochs"):
         _epochs_list(cfg, key)
     base = dict(cfg.get("trainer") or {})
@@ -773,7 +777,7 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def _classifier_cfg(cfg: dict[str, Any]):
-    from flowctl.metrics.classifier import ClassifierConfig
+    from flowctl.classifiers import ClassifierConfig
 
     c = dict(cfg.get("classifier") or {})
     c.pop("variants", None)
@@ -800,8 +804,8 @@ def _classifier_cfg(cfg: dict[str, Any]):
 def _auc_runs(cfg: dict[str, Any], truth: Showers, gen: Showers
               ) -> tuple[dict[str, Any], dict[str, Any]]:
     """CaloGAN classifier generated (label 0) vs truth (label 1) per variant."""
+    from flowctl.classifiers import train_classifier
     from flowctl.metrics.calo import classifier_inputs
-    from flowctl.metrics.classifier import train_classifier
 
     ccfg = _classifier_cfg(cfg)
     variants = (cfg.get("classifier") or {}).get("variants") or list(CALOGAN_VARIANTS)
@@ -835,7 +839,7 @@ def _challenge_inputs(geo: Geometry, s: Showers, var: str, min_e: float) -> np.n
 def _challenge_auc(cfg: dict[str, Any], geo: Geometry, truth: Showers, gen: Showers,
                    min_e: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """The challenge's DNN classifier (generated = 0, truth = 1) per variant."""
-    from flowctl.metrics.classifier import train_classifier
+    from flowctl.classifiers import train_classifier
 
     ccfg = _classifier_cfg(cfg)
     variants = (cfg.get("classifier") or {}).get("variants") or ["low_normed", "high"]
@@ -943,10 +947,10 @@ def _evaluate_challenge(cfg: dict[str, Any], run_dir: Path, geo: Geometry, truth
 
 def _roc_plot(results: dict[str, Any], run_dir: Path) -> str:
     """``RUN/plots/roc.png`` of the classifier runs (name -> (result, ...))."""
-    from flowctl.metrics.classifier import roc_curve
+    from flowctl.metrics.roc import roc_curve
     from flowctl.plots import calo as P
 
-    curves = {k: (*roc_curve(r.test_labels, r.test_probs), r.auc)
+    curves = {k: (*roc_curve(r.test_labels, r.test_probs)[:2], r.auc)
               for k, (r, _) in results.items()}
     return str(P.save(P.roc_figure(curves), run_dir / "plots" / "roc.png"))
 
@@ -1003,7 +1007,8 @@ def classify(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     showers (``classifier_weights.h5``)."""
     import h5py
 
-    from flowctl.metrics.classifier import density_ratio, roc_curve
+    from flowctl.classifiers import density_ratio
+    from flowctl.metrics.roc import roc_curve
     from flowctl.plots import calo as P
 
     validate(cfg)
@@ -1037,7 +1042,7 @@ def classify(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             for k, (r, xg) in results.items():
                 f.create_dataset(k, data=density_ratio(r.predict(xg)))
         out["weights"] = str(wpath)
-        curves = {k: (*roc_curve(r.test_labels, r.test_probs), r.auc)
+        curves = {k: (*roc_curve(r.test_labels, r.test_probs)[:2], r.auc)
                   for k, (r, _) in results.items()}
         out["roc_plot"] = str(P.save(P.roc_figure(curves), run_dir / "plots" / "roc.png"))
     update_metrics_json(run_dir, {"classify": out})
@@ -1099,15 +1104,20 @@ def _distill_one(teacher: torch.nn.Module, sspec: dict[str, Any], sizes: list[in
         DistillTerms,
         check_compatible,
         copy_permutations,
+        init_from_teacher,
     )
 
     student = _build(sspec, sizes)
     copy_permutations(teacher, student)
+    dc = dict(scfg.get("distill") or {})
     try:
         check_compatible(teacher, student)
+        if dc.get("init", "random") == "teacher":
+            init_from_teacher(teacher, student)
     except ValueError as exc:
-        raise UserError(f"teacher and student: {exc}") from None
-    dc = dict(scfg.get("distill") or {})
+        raise UserError(f"teacher and student: {exc}"
+                        + (" (distill.init=teacher needs the teacher's flow.hidden)"
+                           if "shape" in str(exc) else "")) from None
     loss = DistillLoss(teacher, beta=float(dc.get("beta", 0.5)), context_sampler=sampler,
                        terms=DistillTerms(intermediate=bool(dc.get("intermediate", True)),
                                           params=bool(dc.get("params", True))))

@@ -161,7 +161,7 @@ def _load(cfg: dict[str, Any], run_dir: Path, which: str) -> DiscFlowModel:
 
 def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Test NLL and the AUC of a classifier truth (test split) vs as many flow samples."""
-    from flowctl.metrics.classifier import ClassifierConfig, train_classifier
+    from flowctl.classifiers import ClassifierConfig, train_classifier
 
     ev = dict(cfg.get("eval") or {})
     model = _load(cfg, run_dir, str(ev.get("checkpoint", "last")))

@@ -7,7 +7,7 @@ the generator is from the truth; after reweighting a fresh classifier should fin
 
 Config keys: ``truth``/``generated`` (files the table loader reads: HDF5, .npy, .csv),
 ``truth_key``/``generated_key`` (HDF5 datasets), ``columns`` (the same for both), ``classifier``
-(:class:`flowctl.metrics.classifier.ClassifierConfig`), ``weights`` (``clip``: the largest
+(:class:`flowctl.classifiers.ClassifierConfig`), ``weights`` (``clip``: the largest
 weight in units of the mean, ``normalize``) and ``eval`` (``bins``, ``fresh``, ``plots``).
 
 Commands: ``train`` (and ``classify`` on an existing run) fit the classifier, save it to
@@ -31,7 +31,7 @@ __all__ = ["COMMANDS", "evaluate", "hist_compare", "train"]
 
 
 def _classifier_cfg(cfg: dict[str, Any]):
-    from flowctl.metrics.classifier import ClassifierConfig
+    from flowctl.classifiers import ClassifierConfig
 
     try:
         return ClassifierConfig.from_dict(cfg.get("classifier"))
@@ -60,7 +60,7 @@ def _load(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _weights(cfg: dict[str, Any], probs: np.ndarray) -> tuple[np.ndarray, float]:
-    from flowctl.metrics.classifier import dctr_weights
+    from flowctl.classifiers import dctr_weights
 
     w = dict(cfg.get("weights") or {})
     clip = w.get("clip", 10.0)
@@ -71,7 +71,7 @@ def _weights(cfg: dict[str, Any], probs: np.ndarray) -> tuple[np.ndarray, float]
 def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Classifier generated (0) vs truth (1); AUC ± bootstrap, JSD; weights of the generated."""
 
-    from flowctl.metrics.classifier import classifier_state, config_dict, train_classifier
+    from flowctl.classifiers import classifier_state, config_dict, train_classifier
 
     truth, gen = _load(cfg)
     ccfg = _classifier_cfg(cfg)
@@ -142,7 +142,7 @@ def hist_compare(a: np.ndarray, b: np.ndarray, edges: np.ndarray, wa: np.ndarray
 
 def _load_predictor(run_dir: Path):
     from flowctl.apps.common import find_checkpoint
-    from flowctl.metrics.classifier import ClassifierPredictor
+    from flowctl.classifiers import ClassifierPredictor
 
     path = find_checkpoint(run_dir)
     if path is None:
@@ -196,7 +196,7 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     did not train on (the test split, or all rows of other files)."""
     import h5py
 
-    from flowctl.metrics.classifier import train_classifier
+    from flowctl.classifiers import train_classifier
 
     ev = dict(cfg.get("eval") or {})
     truth, gen = _load(cfg)

@@ -1,6 +1,7 @@
 """ROC, significance improvement (SIC) and background rejection from scores and labels.
 
-Numpy only. Label 1 is signal (positive); a higher score means more signal-like.
+Numpy only. Label 1 is signal (positive); a higher score means more signal-like. The ROC
+curve and AUC are :mod:`flowctl.metrics.roc`'s (re-exported here).
 
 * TPR = ε_S, FPR = ε_B of the cut ``score >= threshold`` (ties are cut together).
 * SIC = TPR / √FPR: the factor by which the cut improves S/√B. Points with FPR = 0 are
@@ -23,6 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .roc import _check as _roc_check
+from .roc import auc, roc_curve
+
 __all__ = [
     "FPR_FLOOR",
     "anomaly_metrics",
@@ -43,39 +47,9 @@ FPR_FLOOR = 1.8382353e-5
 
 
 def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels).reshape(-1)
-    s = np.asarray(scores, np.float64).reshape(-1)
-    if y.shape != s.shape:
-        raise ValueError(f"labels {y.shape} and scores {s.shape} differ in length")
-    if not np.isin(y, (0, 1)).all():
-        raise ValueError("labels must be 0 (background) or 1 (signal)")
-    y = y.astype(bool)
-    if y.all() or not y.any():
-        raise ValueError("labels need both classes (0 = background, 1 = signal)")
-    if not np.isfinite(s).all():
-        raise ValueError(f"{int((~np.isfinite(s)).sum())} score(s) are NaN or inf")
+    """(bool labels, float scores) ``[N]``, checked as :mod:`flowctl.metrics.roc` does."""
+    y, s, _ = _roc_check(labels, scores, None)
     return y, s
-
-
-def roc_curve(labels: np.ndarray, scores: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(fpr, tpr, thresholds)``, each ``[M]``, for cuts ``score >= threshold`` at every
-    distinct score (descending), starting at ``(0, 0, +inf)``. Tied scores form one point."""
-    y, s = _check(labels, scores)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]   # last index of each tie group
-    tp = np.cumsum(y)[last]
-    fp = (last + 1) - tp
-    fpr = np.r_[0.0, fp / fp[-1]]
-    tpr = np.r_[0.0, tp / tp[-1]]
-    return fpr, tpr, np.r_[np.inf, s[last]]
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (trapezoid over tie groups = Mann-Whitney with ties)."""
-    fpr, tpr, _ = roc_curve(labels, scores)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 
 def sic_curve(labels: np.ndarray, scores: np.ndarray

@@ -105,7 +105,7 @@ def test_high_level_features_by_hand() -> None:
 @pytest.mark.slow
 def test_two_seeds_are_one_distribution() -> None:
     """The challenge's cls-high classifier cannot tell two synthetic files apart."""
-    from flowctl.metrics.classifier import ClassifierConfig, train_classifier
+    from flowctl.classifiers import ClassifierConfig, train_classifier
 
     g = load_binning("ds1_photons")
     xs = []

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowctl.data.synth import generate
-from flowctl.metrics.calo import classifier_inputs, separation_power, shower_features
-from flowctl.metrics.classifier import (
+from flowctl.classifiers import (
     ClassifierConfig,
     IsotonicCalibration,
-    auc,
     density_ratio,
-    roc_curve,
     train_classifier,
 )
+from flowctl.data.synth import generate
+from flowctl.metrics.calo import classifier_inputs, separation_power, shower_features
+from flowctl.metrics.roc import auc, roc_curve
 
 FAST = ClassifierConfig(hidden=(64, 64), epochs=8, patience=3, batch_size=256, bootstrap=30)
 
@@ -26,7 +25,7 @@ def test_auc_matches_pairwise_definition() -> None:
     pos, neg = s[y == 1], s[y == 0]
     ref = ((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
     assert auc(y, s) == pytest.approx(ref, abs=1e-12)
-    fpr, tpr = roc_curve(y, s)
+    fpr, tpr, _ = roc_curve(y, s)
     assert fpr[0] == 0 and tpr[-1] == 1 and np.all(np.diff(fpr) >= 0)
 
 

@@ -12,14 +12,14 @@ import pytest
 from flowctl.apps import load_app
 from flowctl.apps.common import UserError
 from flowctl.apps.reweight import hist_compare
-from flowctl.metrics.classifier import (
+from flowctl.classifiers import (
     ClassifierConfig,
     ClassifierPredictor,
-    auc,
     classifier_state,
     dctr_weights,
     train_classifier,
 )
+from flowctl.metrics.roc import auc
 from tests.conftest import run_flowctl
 
 FAST = ClassifierConfig(hidden=(16, 16), epochs=5, batch_size=256, bootstrap=10, patience=3)
