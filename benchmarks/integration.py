@@ -46,6 +46,9 @@ WORKLOADS: dict[str, tuple[str, int, dict[str, Any]]] = {
     "gauss16": ("gauss", 16, {}),
     "poly18": ("polynomial", 18, {}),
     "ee_qqg": ("ee_qqg", 2, {}),
+    "ee_mumu": ("ee_mumu", 2, {}),
+    "annulus": ("annulus", 2, {}),
+    "circles": ("circles", 2, {}),
     "ridge4": ("ridge", 4, {}),
     "ridge6": ("ridge", 6, {}),
     "ridge8": ("ridge", 8, {}),
@@ -84,7 +87,8 @@ def shipped_settings(name: str) -> dict[str, dict[str, Any]]:
         cfg = OmegaConf.merge(cfg, child)
     out = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(out, dict)
-    return {"trainer": dict(out.get("trainer") or {}), "flow": dict(out.get("flow") or {})}
+    return {"trainer": dict(out.get("trainer") or {}), "flow": dict(out.get("flow") or {}),
+            "estimate": dict(out.get("estimate") or {})}
 
 
 def _census(ig: Any, x: np.ndarray, w: np.ndarray) -> dict[str, Any]:
@@ -104,7 +108,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from flowctl.apps.integration import DEFAULTS, flow_spec
     from flowctl.flows import build as build_flow
     from flowctl.integrands import SHIPPED
-    from flowctl.integration import diagnose, flow_weights, plain_mc, run_vegas, train_nis
+    from flowctl.integration import diagnose, fresh_estimate, plain_mc, run_vegas, train_nis
     from flowctl.metrics.integration import estimate, pull, unweighting_efficiency
 
     name, dim, params = WORKLOADS[job["workload"]]
@@ -123,7 +127,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         v = run_vegas(ig, dim, calls, 30, 10, seed, unweight_calls=job["est_calls"])
         w, x = v.pop("weights"), v.pop("points")
         row.update(integral=v["integral"], error=v["error"], rel_std=v["rel_std"],
-                   calls=v["calls"], Q=v["Q"], chi2_dof=v["chi2_dof"])
+                   calls=v["calls"], Q=v["Q"], chi2_dof=v["chi2_dof"],
+                   rel_std_map=float(np.std(w) / abs(np.mean(w))) if np.mean(w) else None)
     elif method == "madnis":
         from flowctl.integration.madnis import run_madnis
 
@@ -143,17 +148,18 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
               "log_every": 10**9, "device": "cpu"}
         res = train_nis(lambda: build_flow(spec), ig, dim, tr, integrand=ig, seed=seed,
                         verbose=False)
-        torch.manual_seed(seed + 1)
-        w, x = flow_weights(res.sampler, ig, job["est_calls"], keep_x=True)
-        e = estimate(w)
-        row.update(integral=e.integral, error=e.error, rel_std=e.rel_std,
+        strat = bool(job.get("stratify", shipped["estimate"].get("stratify", True)))
+        est, w, x = fresh_estimate(res.sampler, ig, job["est_calls"], stratify=strat,
+                                   seed=seed)
+        row.update(integral=est["integral"], error=est["error"], rel_std=est["rel_std"],
+                   rel_std_iid=est["rel_std_iid"], stratified=est["stratified"],
                    calls=res.calls + job["est_calls"], steps=res.steps,
                    grid_calls=res.grid_calls, channels=res.channels,
                    train_s=round(res.wall_s, 1),
                    settings={"trainer": {k: v for k, v in tr.items() if k in (
                        "loss", "calls", "batch", "buffer", "buffered_steps", "buffer_batch",
                        "lr", "min_lr", "schedule", "grad_clip", "grid", "grid_calls",
-                       "grid_bins", "channels")},
+                       "grid_bins", "grid_alpha", "channels", "anneal")},
                        "flow": {k: spec[k] for k in ("transforms", "hidden", "bins")}})
     row["pull"] = pull(row["integral"], row["error"], ig.exact, ig.exact_error)
     row["unweighting"] = unweighting_efficiency(w, 1000, seed=seed).efficiency
@@ -221,6 +227,10 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seeds_within_3sigma": sum(abs(r["pull"]) <= 3 for r in rs),
             "seeds_flagged_unreliable": sum(r.get("reliable") is False for r in rs),
             "calls": rs[0]["calls"]}
+        for key in ("rel_std_iid", "rel_std_map"):  # flowctl i.i.d. / VEGAS map only
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            if vals:
+                item[f"{key}_mean"] = float(np.mean(vals))
         if all("modes" in r for r in rs):
             item["seeds_all_modes_found"] = sum(r["modes"]["all_found"] for r in rs)
             item["modes_found_per_seed"] = [sum(r["modes"]["found"]) for r in rs]
@@ -283,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flow", type=json.loads, default=None,
                     help='flowctl flow overrides as JSON, e.g. \'{"hidden": [128, 128]}\'')
     ap.add_argument("--seed0", type=int, default=0, help="first seed")
+    ap.add_argument("--iid", action="store_true",
+                    help="flowctl: i.i.d. estimate points instead of the shipped stratified ones")
     ap.add_argument("--peers", default="madnis,vegas,plain",
                     help="peers to run (those installed): madnis, vegas, plain")
     ap.add_argument("--no-peers", action="store_true", help="flowctl only")
@@ -315,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{p} not installed (pip install flowctl[peers]): its column skipped")
     jobs = [{"workload": w, "method": m, "seed": s, "calls": args.calls,
              "est_calls": args.est_calls, "threads": args.threads, "trainer": args.trainer,
-             "flow": args.flow}
+             "flow": args.flow, **({"stratify": False} if args.iid else {})}
             for w in args.only.split(",") for m in methods
             for s in range(args.seed0, args.seed0 + args.seeds)]
     for j in jobs:

@@ -46,14 +46,16 @@ from flowctl.integration import (
     build_sampler,
     channel_centres,
     check_trainer,
-    diagnose,
     flow_weights,
+    fresh_estimate,
     plain_mc,
     run_vegas,
     train_nis,
     vegas_available,
 )
-from flowctl.metrics.integration import estimate, mode_census, pull, unweighting_efficiency
+from flowctl.integration.peers import census, diagnosis, plain_peer, vegas_peer
+from flowctl.integration.unweight import unweight
+from flowctl.metrics.integration import estimate, pull, unweighting_efficiency
 
 __all__ = ["COMMANDS", "DEFAULTS", "evaluate", "flow_spec", "integrate", "load_integrand",
            "load_sampler", "sample", "sampling_dim"]
@@ -62,7 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "flow": {"kind": "coupling", "domain": "unit", "mask": "binary", "transforms": None,
              "hidden": [64, 64], "transform": "rqs", "bins": 16},
     "trainer": dict(TRAINER_DEFAULTS),
-    "estimate": {"calls": 50000, "batch": 50000},
+    "estimate": {"calls": 50000, "batch": 50000, "stratify": True},
     "peers": {"plain": True, "vegas": True, "vegas_iterations": 30, "vegas_adapt": 10,
               "vegas_unweight_calls": 20000},
     "unweight": {"replicas": 1000, "replica_size": None},
@@ -206,14 +208,6 @@ def _save_sampler(sampler: torch.nn.Module, path: Path, cfg: dict[str, Any],
                      "channel_alpha": report.channel_alpha, "config": cfg}, path)
 
 
-def _diagnose(w: np.ndarray, rel: dict[str, Any], extra: list[str]) -> dict[str, Any]:
-    d = diagnose(w, k_max=float(rel["k_max"]), min_ess=float(rel["min_ess"]),
-                 max_share=float(rel["max_share"]),
-                 max_error_of_error=float(rel["max_error_of_error"]),
-                 subbatches=int(rel["subbatches"]), extra=extra)
-    return {**d.as_dict(), "summary": d.summary()}
-
-
 def _finite_or_fail(name: str, est: dict[str, Any]) -> None:
     for key in ("integral", "error"):
         v = est.get(key)
@@ -284,17 +278,17 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     train_nonfinite = counter.count
 
     t0 = time.perf_counter()
-    torch.manual_seed(seed + 1)  # the estimate's points: independent of training
-    w, x_est = flow_weights(sampler, f, n_est, batch=int(es["batch"]), keep_x=bool(ig.modes))
-    est = estimate(w).as_dict()
+    # the estimate's points: independent of training; stratified in the latent space
+    est, w, x_est = fresh_estimate(sampler, f, n_est, stratify=bool(es.get("stratify", True)),
+                                   seed=seed, batch=int(es["batch"]))
     _finite_or_fail("flowctl", est)
     extra = [r for r in [counter.reason()] if r]
     if ig.modes and x_est is not None:
-        est["modes"] = _census(ig, x_est, w)
+        est["modes"] = census(ig, x_est, w)
         if not est["modes"]["all_found"]:
             missed = [i + 1 for i, v in enumerate(est["modes"]["found"]) if not v]
             extra.append(f"missed peak(s) {missed}")
-    est.update(_diagnose(w, rel, extra))
+    est.update(diagnosis(w, rel, extra))
     est["unweighting"] = unweighting_efficiency(w, int(uw["replicas"]), uw["replica_size"],
                                                 seed=seed).as_dict()
     est["wall_s"] = res.wall_s + time.perf_counter() - t0
@@ -308,39 +302,14 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     rows = [_method_row("flowctl", est, ig.exact, ig.exact_error)]
 
     if peers.get("plain"):
-        t0 = time.perf_counter()
-        wp = plain_mc(f, dim, total, seed)
-        e = estimate(wp).as_dict()
-        _finite_or_fail("plain MC", e)
-        e.update(_diagnose(wp, rel, []))
-        e["unweighting"] = unweighting_efficiency(wp, int(uw["replicas"]), uw["replica_size"],
-                                                  seed=seed).as_dict()
-        e["wall_s"] = time.perf_counter() - t0
-        rows.append(_method_row("plain MC", e, ig.exact, ig.exact_error))
+        rows.append(_method_row("plain MC", plain_peer(f, dim, total, seed, rel, uw),
+                                ig.exact, ig.exact_error))
+        _finite_or_fail("plain MC", rows[-1])
     vegas_note = None
     if peers.get("vegas"):
         if vegas_available():
-            v = run_vegas(f, dim, total, int(peers["vegas_iterations"]),
-                          int(peers["vegas_adapt"]), seed,
-                          int(peers.get("vegas_unweight_calls") or 0))
+            v = vegas_peer(f, dim, total, seed, peers, uw, ig)
             _finite_or_fail("VEGAS", v)
-            wv = v.pop("weights", None)
-            xv = v.pop("points", None)
-            reasons = []
-            if v.get("Q") is not None and v["Q"] < 0.05:
-                reasons.append(f"its iterations disagree (Q = {v['Q']:.2g} < 0.05)")
-            if wv is not None:
-                if ig.modes and xv is not None:
-                    v["modes"] = _census(ig, xv, wv)
-                    if not v["modes"]["all_found"]:
-                        reasons.append("missed peak(s)")
-                v["unweighting"] = unweighting_efficiency(
-                    wv, int(uw["replicas"]), uw["replica_size"], seed=seed).as_dict()
-                v["unweighting"]["extra_calls"] = len(wv)
-                ev = estimate(wv)
-                v["ess_fraction"] = ev.ess_fraction
-            v["reliable"] = not reasons
-            v["reason"] = "; ".join(reasons) or None
             rows.append(_method_row("VEGAS", v, ig.exact, ig.exact_error))
         else:
             vegas_note = "VEGAS skipped: install the optional extra `pip install flowctl[peers]`"
@@ -359,7 +328,8 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "nonfinite": counter.as_dict(),
         "methods": {r["method"]: r for r in rows},
     }
-    out.update({k: est[k] for k in ("integral", "error", "rel_std", "ess", "ess_fraction",
+    out.update({k: est[k] for k in ("integral", "error", "rel_std", "rel_std_iid",
+                                    "stratified", "ess", "ess_fraction",
                                     "reliable", "reason", "pareto_k", "max_weight_share",
                                     "error_of_error")})
     out["pull"] = rows[0]["pull"]
@@ -383,12 +353,6 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                   "VEGAS unweighting from extra points of its final map")
         print(f"run directory: {run_dir}")
     return out
-
-
-def _census(ig: Integrand, x: np.ndarray, w: np.ndarray) -> dict[str, Any]:
-    """Mode census of a sampler's points for an integrand with several peaks (the camel)."""
-    c = mode_census(x[:, :ig.dim], w, ig.modes, ig.mode_width)
-    return {**c.as_dict(), "summary": c.summary()}
 
 
 def _write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
@@ -444,31 +408,13 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     w_cal, _ = flow_weights(flow, f, n_cal, batch=int(es["batch"]))
     stats = unweighting_efficiency(w_cal, int(uw["replicas"]), uw["replica_size"], seed=seed)
     w_max = stats.w_max
-    if w_max <= 0:
-        raise UserError("the integrand is zero on all calibration points; cannot unweight")
-    gen = torch.Generator().manual_seed(seed + 3)
-    xs, ws = [], []
-    kept = tried = 0
-    all_w: list[np.ndarray] = [w_cal]
-    batch = max(1000, int(min(es["batch"], 4 * n / max(stats.efficiency, 1e-3))))
-    while kept < n:
-        w, x = flow_weights(flow, f, batch, batch=batch, keep_x=True)
-        assert x is not None
-        tried += len(w)
-        all_w.append(w)
-        r = np.abs(w) / w_max
-        u = torch.rand(len(w), generator=gen, dtype=torch.float64).numpy()
-        acc = u < np.minimum(r, 1.0)
-        xs.append(x[acc])
-        ws.append(np.sign(w[acc]) * np.maximum(r[acc], 1.0))
-        kept += int(acc.sum())
-        if tried > 1000 * n + 10_000_000:
-            raise UserError(f"unweighting stalled: {kept} events from {tried} points")
-    x = np.concatenate(xs)[:n]
-    wt = np.concatenate(ws)[:n]
+    try:
+        ev = unweight(flow, f, n, w_max, w_cal, stats.efficiency, int(es["batch"]), seed)
+    except IntegrationError as exc:
+        raise UserError(str(exc)) from None
+    x, wt, tried, efficiency = ev.x, ev.weights, ev.tried, ev.efficiency
     x_ig = x[:, : ig.dim]
-    efficiency = kept / tried
-    est = estimate(np.concatenate(all_w))
+    est = estimate(ev.all_weights)
     path = run_dir / "events.h5"
     mom = None
     if ig.momenta is not None:
@@ -565,7 +511,7 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         hist = read_metrics_jsonl(run_dir)
         if hist:
             plots.append(str(P.save(P.training_curve(hist, ig.exact), pdir / "training.png")))
-    diag = _diagnose(w, rel, [r for r in [counter.reason()] if r])
+    diag = diagnosis(w, rel, [r for r in [counter.reason()] if r])
     out = {"command": "evaluate", "n": n, **est.as_dict(), "pull": p,
            "unweighting": stats.as_dict(), "reference": ref_name, "plots": plots,
            **{k: v for k, v in diag.items() if k != "summary"}}

@@ -3,7 +3,8 @@
 Modules: ``losses`` (KL, variance, i-flow exponential), ``buffer`` (reused training points),
 ``trainer`` (the NIS training loop), ``grid`` (a VEGAS grid under the flow), ``sampler``
 (grid + flow, multi-channel mixtures, :func:`train_nis`), ``sampling`` (fresh-point weights,
-plain MC, the run-wide non-finite count), ``diagnostics`` (ESS, max weight share, error of the
+plain MC, the run-wide non-finite count), ``stratified`` (the estimate from stratified
+latent points), ``diagnostics`` (ESS, max weight share, error of the
 error, Pareto k; ``reliable``), ``vegas`` (the VEGAS peer), ``madnis`` (the MadNIS peer of the
 benchmark). ``flowctl.apps.integration`` wires them to configs and run directories.
 """
@@ -22,6 +23,12 @@ from flowctl.integration.sampler import (
     train_nis,
 )
 from flowctl.integration.sampling import Guarded, NonFinite, flow_weights, plain_mc
+from flowctl.integration.stratified import (
+    StratifiedEstimate,
+    can_stratify,
+    fresh_estimate,
+    stratified_estimate,
+)
 from flowctl.integration.trainer import (
     FORMAT,
     TRAINER_DEFAULTS,
@@ -32,10 +39,40 @@ from flowctl.integration.trainer import (
 from flowctl.integration.vegas import run_vegas, vegas_available, vegas_weights
 
 __all__ = [
-    "FORMAT", "LOSSES", "THRESHOLDS", "TRAINER_DEFAULTS", "Buffer", "GridFlow", "GridMap",
-    "Guarded", "IntegrationError", "Mixture", "NISResult", "NonFinite", "NonFiniteError",
-    "OnGrid", "Reliability", "TrainReport", "adapt_grid", "build_sampler", "channel_centres",
-    "check_trainer", "diagnose", "exponential_loss", "flow_weights", "kl_loss", "pareto_k",
-    "plain_mc", "run_vegas", "train_nis", "train_sampler", "variance_loss", "vegas_available",
+    "FORMAT",
+    "LOSSES",
+    "THRESHOLDS",
+    "TRAINER_DEFAULTS",
+    "Buffer",
+    "GridFlow",
+    "GridMap",
+    "Guarded",
+    "IntegrationError",
+    "Mixture",
+    "NISResult",
+    "NonFinite",
+    "NonFiniteError",
+    "OnGrid",
+    "Reliability",
+    "StratifiedEstimate",
+    "TrainReport",
+    "adapt_grid",
+    "build_sampler",
+    "can_stratify",
+    "channel_centres",
+    "check_trainer",
+    "diagnose",
+    "exponential_loss",
+    "flow_weights",
+    "fresh_estimate",
+    "kl_loss",
+    "pareto_k",
+    "plain_mc",
+    "run_vegas",
+    "stratified_estimate",
+    "train_nis",
+    "train_sampler",
+    "variance_loss",
+    "vegas_available",
     "vegas_weights",
 ]

@@ -131,7 +131,7 @@ def build_sampler(make_flow: Callable[[], nn.Module], dim: int, tr: dict[str, An
     :class:`GridFlow`, or a :class:`Mixture` of ``n_channels`` of them."""
     def one() -> nn.Module:
         flow = make_flow()
-        return GridFlow(flow, GridMap(dim, int(tr.get("grid_bins", 64)))) if tr.get("grid") \
+        return GridFlow(flow, GridMap(dim, int(tr.get("grid_bins", 256)))) if tr.get("grid") \
             else flow
     if n_channels > 1:
         return Mixture([one() for _ in range(n_channels)])
@@ -196,8 +196,8 @@ def train_nis(make_flow: Callable[[], nn.Module], f: Callable[[Tensor], Tensor],
         target: Callable[[Tensor], Tensor] = fc
         grid = None
         if grid_on:
-            grid, used = adapt_grid(fc, dim, n_grid, int(tr.get("grid_bins", 64)),
-                                    float(tr.get("grid_alpha", 0.7)),
+            grid, used = adapt_grid(fc, dim, n_grid, int(tr.get("grid_bins", 256)),
+                                    float(tr.get("grid_alpha", 0.5)),
                                     seed=seed + 97 * c)
             grid_calls += used
             calls += used

@@ -42,7 +42,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "buffer_batch": None, "lr": 1.0e-3, "min_lr": 1.0e-5, "schedule": "cosine",
     "grad_clip": 10.0, "device": "auto", "checkpoint_every": 10, "log_every": 10,
     "resume": False, "max_nonfinite_losses": 0.05, "grid": False, "grid_calls": 0.2,
-    "grid_bins": 64, "grid_alpha": 0.7, "channels": "auto", "anneal": 0.0,
+    "grid_bins": 256, "grid_alpha": 0.5, "channels": "auto", "anneal": 0.0,
     "anneal_beta0": 0.02,
 }
 """Settings of :func:`train_sampler` (``trainer`` section of the integrate configs); ``grid*``

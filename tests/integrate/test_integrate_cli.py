@@ -48,6 +48,8 @@ def test_integrate_writes_summary(qqg_run: Path) -> None:
     for key in ("rel_std", "ess_fraction", "error"):
         assert fl[key] > 0
     assert 0 < fl["unweighting"]["efficiency"] <= 1
+    # the estimate's points are stratified: 45 x 44 latent hypercubes of >= 2 points
+    assert m["stratified"] and fl["strata"] == [[45, 44]] and fl["rel_std_iid"] > 0
     assert m["methods"]["plain MC"]["calls"] == 7000
     for name in ("config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl"):
         assert (qqg_run / name).exists(), name
