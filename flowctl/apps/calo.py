@@ -34,7 +34,6 @@ import itertools
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,24 +51,30 @@ from flowctl.apps.common import (
     write_config,
 )
 from flowctl.calo.geometry import Geometry, GeometryError, load_binning
+from flowctl.calo.preprocess import (
+    Prepared,
+    draw_energies,
+    energy_table,
+    expand_spec,
+    prepare,
+    within_layer_permutations,
+)
+from flowctl.calo.sampling import ShowerSampler
+from flowctl.calo.sampling import energy_to_context as _energy_to_context
 from flowctl.data.calo import (
     CALOGAN_LAYERS,
     Showers,
-    add_noise,
-    energy_context,
-    energy_features,
     read_showers,
-    shower_context,
     split_showers,
-    voxel_features,
     voxels_from_features,
     write_calochallenge,
     write_calogan,
 )
 from flowctl.data.table import DataError
 
-__all__ = ["COMMANDS", "ShowerSampler", "classify", "distill", "evaluate", "load_data",
-           "sample", "train", "validate"]
+__all__ = ["COMMANDS", "Prepared", "ShowerSampler", "classify", "distill", "draw_energies",
+           "energy_table", "evaluate", "expand_spec", "load_data", "prepare", "sample", "train",
+           "validate", "within_layer_permutations"]
 
 STAGES = ("energy", "teacher", "student")
 MODELS = ("caloflow", "layerwise")
@@ -256,35 +261,6 @@ def _check_layers(s: Showers, geo: Geometry | None) -> None:
                         "(wrong data.binning for this file?)")
 
 
-def energy_table(e_gev: np.ndarray) -> dict[str, Any]:
-    """The training set's incident energies, kept in the run config for sampling: the
-    distinct values and their weights (<= 64 values, e.g. DS1), else 257 quantiles of
-    ``log10 E``."""
-    vals, counts = np.unique(np.asarray(e_gev, np.float64), return_counts=True)
-    if len(vals) <= 64:
-        return {"kind": "discrete", "values_gev": [float(v) for v in vals],
-                "weights": [float(c) / len(e_gev) for c in counts]}
-    q = np.quantile(np.log10(e_gev), np.linspace(0.0, 1.0, 257))
-    return {"kind": "quantiles", "log10_gev": [float(v) for v in q]}
-
-
-def draw_energies(cfg: dict[str, Any], n: int, gen: torch.Generator) -> torch.Tensor:
-    """``n`` incident energies (GeV, float64) as the config says (``data.e_sampling``)."""
-    d = cfg.get("data") or {}
-    tab = cfg.get("incident_energy")
-    if d.get("e_sampling", "uniform") == "training" and tab:
-        if tab["kind"] == "discrete":
-            w = torch.tensor(tab["weights"], dtype=torch.float64)
-            idx = torch.multinomial(w, n, replacement=True, generator=gen)
-            return torch.tensor(tab["values_gev"], dtype=torch.float64)[idx]
-        q = torch.tensor(tab["log10_gev"], dtype=torch.float64)
-        u = torch.rand(n, generator=gen, dtype=torch.float64) * (len(q) - 1)
-        i = u.floor().long().clamp(max=len(q) - 2)
-        return 10.0 ** (q[i] + (u - i) * (q[i + 1] - q[i]))
-    lo, hi = float(d.get("e_min", 1.0)), float(d.get("e_max", 100.0))
-    return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
-
-
 def read_energies(path: str) -> np.ndarray:
     """Incident energies ``[N]`` GeV from a file (``energies=FILE``): a CaloChallenge file
     (``incident_energies`` MeV) or a CaloGAN file (``energy`` GeV)."""
@@ -310,16 +286,6 @@ def read_energies(path: str) -> np.ndarray:
     return e
 
 
-@dataclass
-class Prepared:
-    """CaloFlow inputs of a set of showers (float32)."""
-
-    u: np.ndarray       # Flow I input [N, L] in [0, 1]
-    e_ctx: np.ndarray   # Flow I context [N, 1]
-    x: np.ndarray       # Flow II input [N, V] in [0, 1] (layer-normalised voxels)
-    ctx: np.ndarray     # Flow II context [N, 1 + L]
-
-
 def _pre(cfg: dict[str, Any]) -> tuple[float, float, float]:
     """(noise MeV, u0 scale, E_ref GeV) from ``preprocessing``."""
     p = cfg.get("preprocessing") or {}
@@ -327,49 +293,7 @@ def _pre(cfg: dict[str, Any]) -> tuple[float, float, float]:
             float(p.get("e_ref_gev") or 10.0))
 
 
-def prepare(s: Showers, noise_mev: float, seed: int, scale: float = 1.0,
-            e_ref_gev: float = 10.0) -> Prepared:
-    """Noise U[0, noise) on every voxel, then the layer energies and features (ref §3.1)."""
-    rng = np.random.default_rng(seed)
-    v = add_noise(s.voxels, rng, noise_mev)
-    e = np.stack([v[:, sl].sum(1) for sl in s.layer_slices], 1)
-    f32 = np.float32
-    return Prepared(energy_features(e, s.energy, scale).astype(f32),
-                    energy_context(s.energy, e_ref_gev).astype(f32),
-                    voxel_features(v, s.layer_slices).astype(f32),
-                    shower_context(s.energy, e, e_ref_gev).astype(f32))
-
-
 # --------------------------------------------------------------------------- flows
-
-
-def within_layer_permutations(layer_sizes: list[int], transforms: int,
-                              seed: int) -> list[list[int]]:
-    """CaloFlow's permutations between MADE blocks (ref §3.3): alternately reverse the order
-    within each calorimeter layer and shuffle within each layer (seeded); voxels never cross
-    layers. ``transforms - 1`` index lists."""
-    edges = np.cumsum([0, *layer_sizes])
-    gen = np.random.default_rng(seed)
-    out = []
-    for j in range(transforms - 1):
-        perm = []
-        for a, b in itertools.pairwise(edges):
-            block = np.arange(a, b)
-            perm += list(block[::-1] if j % 2 == 0 else gen.permutation(block))
-        out.append([int(i) for i in perm])
-    return out
-
-
-def expand_spec(spec: dict[str, Any], layer_sizes: list[int] | None = None) -> dict[str, Any]:
-    """A flow spec for :func:`flowctl.flows.build`: ``permutation: within_layers`` expanded."""
-    spec = dict(spec)
-    if spec.get("permutation") == "within_layers":
-        sizes = layer_sizes or [int(np.prod(s)) for s in CALOGAN_LAYERS]
-        if sum(sizes) != int(spec["features"]):
-            sizes = [int(spec["features"])]  # one layer (iCaloFlow's per-layer flows)
-        spec["permutation"] = within_layer_permutations(sizes, int(spec.get("transforms", 1)),
-                                                        int(spec.get("seed", 0)))
-    return spec
 
 
 def _build(spec: dict[str, Any], layer_sizes: list[int] | None = None) -> torch.nn.Module:
@@ -623,18 +547,6 @@ def _device(cfg: dict[str, Any]) -> torch.device:
         raise UserError(str(exc)) from None
 
 
-def _energy_to_context(flow1: torch.nn.Module, e_inc: torch.Tensor, scale: float = 1.0,
-                       e_ref: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """E_inc [n] GeV -> (layer energies [n, L] MeV, shower-flow context [n, 1 + L])."""
-    from flowctl.calo.energy import decode_energies, shower_context
-
-    ctx1 = torch.log10(e_inc / e_ref)[:, None]
-    u = flow1.sample(len(e_inc), ctx1)
-    u = torch.nan_to_num(u, nan=0.0)
-    e = decode_energies(u.to(e_inc.dtype), e_inc, scale)
-    return e, shower_context(e_inc, e, e_ref).to(ctx1.dtype)
-
-
 def _threshold(cfg: dict[str, Any]) -> float:
     """Voxel threshold in MeV (``preprocessing.threshold_mev``; CaloFlow's 10 keV)."""
     raw = (cfg.get("preprocessing") or {}).get("threshold_mev", 1e-2)
@@ -647,40 +559,14 @@ def _threshold(cfg: dict[str, Any]) -> float:
     return thr
 
 
-def _clean_layer(x: torch.Tensor) -> torch.Tensor:
-    """A generated normalised layer made valid: finite, >= 0, sum 1."""
-    x = torch.nan_to_num(x, nan=0.0).clamp_min(0.0)
-    s = x.sum(1, keepdim=True)
-    return torch.where(s > 0, x / s.clamp_min(1e-30), torch.full_like(x, 1.0 / x.shape[1]))
-
-
-class ShowerSampler:
-    """The shower flow(s) of a run: ``sample(ctx [n, 1 + L]) -> normalised voxels [n, V]``;
-    ``first`` is iCaloFlow's layer-0 flow (None for CaloFlow's single Flow II)."""
-
-    def __init__(self, flow: torch.nn.Module, sizes: list[int],
-                 first: torch.nn.Module | None = None) -> None:
-        self.flow, self.sizes, self.first = flow, sizes, first
-
-    @classmethod
-    def from_run(cls, cfg: dict[str, Any], run_dir: Path, dev: torch.device) -> ShowerSampler:
-        sizes = _layer_sizes(cfg, run_dir) or [int(np.prod(s)) for s in CALOGAN_LAYERS]
-        flow = _load(run_dir, cfg["flow"], sizes).to(dev)
-        first = None
-        if cfg.get("model", "caloflow") == "layerwise":
-            first = _load(run_dir / "first", cfg["flow_first"], sizes).to(dev)
-        return cls(flow, sizes, first)
-
-    def sample(self, ctx: torch.Tensor) -> torch.Tensor:
-        n = len(ctx)
-        if self.first is None:
-            return self.flow.sample(n, ctx)
-        from flowctl.calo.layerwise import sample_layers
-
-        first, flow = self.first, self.flow
-        x = sample_layers(lambda c: first.sample(len(c), c), lambda c: flow.sample(len(c), c),
-                          ctx[:, 0], ctx[:, 1:], _clean_layer)
-        return x.reshape(n, -1)
+def shower_sampler(cfg: dict[str, Any], run_dir: Path, dev: torch.device) -> ShowerSampler:
+    """The run's shower flow(s) on ``dev`` (teacher or student run)."""
+    sizes = _layer_sizes(cfg, run_dir) or [int(np.prod(s)) for s in CALOGAN_LAYERS]
+    flow = _load(run_dir, cfg["flow"], sizes).to(dev)
+    first = None
+    if cfg.get("model", "caloflow") == "layerwise":
+        first = _load(run_dir / "first", cfg["flow_first"], sizes).to(dev)
+    return ShowerSampler(flow, sizes, first)
 
 
 def generate(cfg: dict[str, Any], run_dir: Path, n: int, batch: int, seed: int,
@@ -689,7 +575,7 @@ def generate(cfg: dict[str, Any], run_dir: Path, n: int, batch: int, seed: int,
     incident energies from ``energies_gev`` or drawn as ``data.e_sampling`` says."""
     dev = _device(cfg)
     flow1 = _load_energy(cfg, run_dir).to(dev)
-    sampler = ShowerSampler.from_run(cfg, run_dir, dev)
+    sampler = shower_sampler(cfg, run_dir, dev)
     sizes = sampler.sizes
     edges = np.cumsum([0, *sizes])
     slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
