@@ -261,9 +261,12 @@ def merge(files: list[str], rename: dict[str, str], out: str | None) -> int:
     """Rows of several results files as one table and summary (written to ``out``)."""
     rows: list[dict[str, Any]] = []
     for f in files:
+        name = Path(f).name
         for r in json.loads(Path(f).read_text())["rows"]:
-            rows.append({**r, "method": rename.get(r["method"], r["method"]),
-                         "file": Path(f).name})
+            # "FILE:OLD" (this file only) before "OLD"; an empty new name drops the rows
+            m = rename.get(f"{name}:{r['method']}", rename.get(r["method"], r["method"]))
+            if m:
+                rows.append({**r, "method": m, "file": name})
     print(table(rows))
     print()
     print(summary_table(summary(rows)))
@@ -305,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run nothing: merge the rows of these results files, print the "
                          "tables and write the merged summary (--out)")
     ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
-                    help="with --merge: rename a method (e.g. a variant that equals shipped)")
+                    help="with --merge: rename a method (e.g. a variant that equals shipped); "
+                         "FILE:OLD=NEW in that file only; OLD= drops its rows")
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, dict(r.split("=", 1) for r in args.rename), args.out)
