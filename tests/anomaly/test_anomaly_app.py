@@ -181,7 +181,8 @@ def test_cathode_cwola_and_evaluate_through_the_cli(lhco: dict[str, Path],
     res = run_flowctl(["sample", f"run={tmp_path / 'cwola'}"], tmp_path)
     assert res.returncode == 2 and "does not use them" in res.stderr
 
-    res = run_flowctl(["evaluate", f"run={run}", f"eval.search=[{tmp_path}]"], tmp_path)
+    res = run_flowctl(["evaluate", f"run={run}", f"eval.search=[{tmp_path}]",
+                       "eval.template_epochs=3", "eval.template_max_events=3000"], tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     ev = json.loads((run / "metrics.json").read_text())["evaluate"]
     assert set(ev["methods"]) == {"cathode", "cwola"}
