@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from flowctl.anomaly.classifier import WeakClassifierConfig, train_weak_classifier
-from flowctl.metrics.classifier import auc
+from flowctl.metrics.roc import auc
 
 __all__ = ["template_check"]
 
