@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -227,6 +228,11 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seeds_within_3sigma": sum(abs(r["pull"]) <= 3 for r in rs),
             "seeds_flagged_unreliable": sum(r.get("reliable") is False for r in rs),
             "calls": rs[0]["calls"]}
+        # the end-to-end figure: final error times sqrt(all calls, training included) / |I|
+        tot = [r["error"] * math.sqrt(r["calls"]) / abs(r["integral"]) for r in rs
+               if r["integral"]]
+        if tot:
+            item["rel_err_total_mean"] = float(np.mean(tot))
         for key in ("rel_std_iid", "rel_std_map"):  # flowctl i.i.d. / VEGAS map only
             vals = [r[key] for r in rs if r.get(key) is not None]
             if vals:
