@@ -86,6 +86,10 @@ def test_lone_file_cathode_anode_cwola(lone: Path, tmp_path: Path) -> None:
         assert "sb_efficiency_at_fpr0.01" in s
         assert s["max_sic_of_median"] is None and "eval.min_runs=5" in s["note"]
     assert (run / "plots" / "roc_sic.png").exists() and (run / "plots" / "sculpting.png").exists()
+    # the background-template check uses the file's own labels here (no extra file)
+    tc = ev["template_check"]
+    assert tc["truth"].startswith("SR data with label 0") and tc["auc"]["n"] == 1
+    assert 0.3 < tc["auc"]["median"] < 1.0
 
     # scores.npz: every SR event once, with its row in the file, its label and its fold
     x = load_lhco(lone)
