@@ -50,6 +50,7 @@ from flowctl.apps.common import (
 )
 from flowctl.atomic import write_h5, write_npz
 from flowctl.data.table import DataError
+from flowctl.rundir import is_writable
 
 __all__ = ["COMMANDS", "METHODS", "classify", "evaluate", "sample", "train"]
 
@@ -819,7 +820,8 @@ def _template_checks(cfg: dict[str, Any], mode: str,
         except ValueError as exc:
             raise UserError(f"template check of {rd}: {exc}") from None
         res["stamp"] = stamp
-        update_metrics_json(rd, {"template_check": res})
+        if is_writable(rd):  # a cache only: someone else's read-only run is left untouched
+            update_metrics_json(rd, {"template_check": res})
         per_run[str(rd)] = res
     s = summarize_runs([{"t": {"auc": r["auc"]}} for r in per_run.values()])["t"]["auc"]
     out = {"auc": s, "auc_null_sd": max(r["auc_null_sd"] for r in per_run.values()),
