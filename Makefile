@@ -92,7 +92,7 @@ caloflow-cpu: install
 	$(PY) -m flowctl.data.synth --out $(CALO_CPU)/data --n 30000 --particles $(PARTICLE)
 	$(PY) -m flowctl train config=caloflow_teacher data.path=$(CALO_CPU)/data/$(PARTICLE).h5 run_dir=$(CALO_CPU)/teacher flow.hidden=[128,128] trainer.epochs=24 milestone_epochs=[8,18] trainer.lr=5e-4 energy_trainer.epochs=20 energy_milestone_epochs=[10] trainer.resume=true
 	$(PY) -m flowctl evaluate run=$(CALO_CPU)/teacher $(CALO_CPU_EVAL)
-	$(PY) -m flowctl distill config=caloflow_student teacher=$(CALO_CPU)/teacher data.path=$(CALO_CPU)/data/$(PARTICLE).h5 run_dir=$(CALO_CPU)/student flow.hidden=[128,128] trainer.epochs=20 milestone_epochs=[6,14] trainer.lr=5e-4 trainer.resume=true
+	$(PY) -m flowctl distill config=caloflow_student teacher=$(CALO_CPU)/teacher data.path=$(CALO_CPU)/data/$(PARTICLE).h5 run_dir=$(CALO_CPU)/student flow.hidden=[128,128] trainer.epochs=20 milestone_epochs=[2,8,14] trainer.lr=2e-4 'trainer.grad_accum=[[0,2],[2,4],[8,8],[14,16]]' distill.init=teacher trainer.resume=true
 	$(PY) -m flowctl evaluate run=$(CALO_CPU)/student $(CALO_CPU_EVAL)
 
 # CaloChallenge geometries (README "Calorimeter showers"): synthetic files in the challenge's
