@@ -171,7 +171,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         d = diagnose(w, extra=[] if not row.get("modes") or row["modes"]["all_found"]
                      else ["missed peak"])
         row.update(reliable=d.reliable, reason="; ".join(d.reasons) or None,
-                   pareto_k=d.pareto_k, ess_fraction=d.ess_fraction,
+                   pareto_k=d.pareto_k, tail_variance_share=d.tail_variance_share,
+                   ess_fraction=d.ess_fraction,
                    max_weight_share=d.max_weight_share, error_of_error=d.error_of_error)
     else:
         row["reliable"] = row["Q"] >= 0.05 and (not row.get("modes")

@@ -94,13 +94,15 @@ def _pos_int(section: dict[str, Any], key: str, where: str, minimum: int = 1) ->
 
 def _reliability(cfg: dict[str, Any]) -> dict[str, Any]:
     rel = _section(cfg, "reliability")
-    for key in ("k_max", "min_ess", "max_share", "max_error_of_error", "max_nonfinite"):
+    for key in ("k_max", "min_tail_share", "min_ess", "max_share", "max_error_of_error",
+                "max_nonfinite"):
         v = rel[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise UserError(f"reliability.{key} must be a number >= 0, got {v!r}")
-    if rel["max_nonfinite"] > 1:
-        raise UserError(f"reliability.max_nonfinite must be a fraction in [0, 1], got "
-                        f"{rel['max_nonfinite']!r}")
+    for key in ("max_nonfinite", "min_tail_share"):
+        if rel[key] > 1:
+            raise UserError(f"reliability.{key} must be a fraction in [0, 1], got "
+                            f"{rel[key]!r}")
     _pos_int(rel, "subbatches", "reliability", 2)
     return rel
 
@@ -330,8 +332,8 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     }
     out.update({k: est[k] for k in ("integral", "error", "rel_std", "rel_std_iid",
                                     "stratified", "ess", "ess_fraction",
-                                    "reliable", "reason", "pareto_k", "max_weight_share",
-                                    "error_of_error")})
+                                    "reliable", "reason", "pareto_k", "tail_variance_share",
+                                    "max_weight_share", "error_of_error")})
     out["pull"] = rows[0]["pull"]
     out["unweighting_efficiency"] = est["unweighting"]["efficiency"]
     if vegas_note:

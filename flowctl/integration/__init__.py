@@ -10,7 +10,13 @@ benchmark). ``flowctl.apps.integration`` wires them to configs and run directori
 """
 
 from flowctl.integration.buffer import Buffer
-from flowctl.integration.diagnostics import THRESHOLDS, Reliability, diagnose, pareto_k
+from flowctl.integration.diagnostics import (
+    THRESHOLDS,
+    Reliability,
+    diagnose,
+    pareto_k,
+    tail_variance_share,
+)
 from flowctl.integration.errors import IntegrationError, NonFiniteError
 from flowctl.integration.grid import GridMap, OnGrid, adapt_grid
 from flowctl.integration.losses import LOSSES, exponential_loss, kl_loss, variance_loss
@@ -70,6 +76,7 @@ __all__ = [
     "plain_mc",
     "run_vegas",
     "stratified_estimate",
+    "tail_variance_share",
     "train_nis",
     "train_sampler",
     "variance_loss",

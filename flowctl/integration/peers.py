@@ -33,7 +33,9 @@ def census(ig: Any, x: np.ndarray, w: np.ndarray) -> dict[str, Any]:
 def diagnosis(w: np.ndarray, rel: dict[str, Any], extra: list[str]) -> dict[str, Any]:
     """:func:`~.diagnostics.diagnose` with the ``reliability`` section ``rel``, as a dict
     with its one-line ``summary``."""
-    d = diagnose(w, k_max=float(rel["k_max"]), min_ess=float(rel["min_ess"]),
+    d = diagnose(w, k_max=float(rel["k_max"]),
+                 min_tail_share=float(rel.get("min_tail_share", 0.5)),
+                 min_ess=float(rel["min_ess"]),
                  max_share=float(rel["max_share"]),
                  max_error_of_error=float(rel["max_error_of_error"]),
                  subbatches=int(rel["subbatches"]), extra=extra)
