@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,35 +66,59 @@ def _flowctl(args: list[str], log: Path, timeout: float) -> dict[str, Any]:
 
 
 def run_one(task: str, budget: int, seed: int, rounds: int, obs: np.ndarray, args: Any,
-            work: Path, log: Path) -> dict[str, Any]:
-    """One (task, budget, seed, mode) point: train(s) + evaluate(s); C2ST per observation."""
-    common = [f"seed={seed}", f"sims.seed={seed}", f"sims.n_train={budget}"]
+            work: Path, log: Path, prev: dict[str, Any] | None = None,
+            save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """One (task, budget, seed, mode) point: train(s) + evaluate(s); C2ST per observation.
+
+    Sequential mode (one training per observation): ``save`` gets the record after every
+    observation (``"partial": true`` until the last), and a partial ``prev`` record from an
+    interrupted run is continued from its next observation."""
+    common = [f"seed={seed}", f"sims.seed={seed}", f"sims.n_train={budget}", *args.set]
     ev = [f"eval.c2st_draws={args.draws}", "eval.plots=false", f"eval.n_sbc={args.n_sbc}",
           "eval.n_post=100"]
-    per, train_s, eval_s, epochs = [], 0.0, 0.0, []
     groups = ([obs] if rounds == 1 else
               [obs[i:i + 1] for i in range(min(len(obs), args.seq_observations))])
+    keep = rounds > 1 and prev is not None and prev.get("set", []) == args.set
+    rec: dict[str, Any] = {
+        "task": task, "budget": budget, "seed": seed, "rounds": rounds,
+        "mode": "NPE" if rounds == 1 else f"TSNPE-{rounds}",
+        **({"set": args.set} if args.set else {}),
+        **{k: list(prev.get(k, [])) if keep and prev else []
+           for k in ("c2st_per_observation", "epochs", "steps", "train_cpu_s", "train_s_each")},
+        "train_s": prev["train_s"] if keep and prev else 0.0,
+        "eval_s": prev["eval_s"] if keep and prev else 0.0}
     for g, xo in enumerate(groups):
+        if g < len(rec["c2st_per_observation"]):
+            continue  # done in the interrupted run this continues
         run = work / f"{task}-{budget}-{seed}-r{rounds}-{g}"
         ofile = work / f"obs-{task}-{g}-{rounds}.csv"
         np.savetxt(ofile, xo, delimiter=",")
         extra = [f"sims.rounds={rounds}", f"observed={ofile}"] if rounds > 1 else []
         done = run / "metrics.json"
         if args.reuse and done.exists() and "train" in json.loads(done.read_text()):
-            train_s += json.loads(done.read_text())["train"]["train_wall_s"]  # trained before
+            t = json.loads(done.read_text())["train"]["train_wall_s"]  # trained before
         else:
-            train_s += _flowctl(["train", f"config={CONFIGS[task]}", f"run_dir={run}",
-                                 *common, *extra], log, args.timeout)["seconds"]
-        eval_s += _flowctl(["evaluate", f"run={run}", f"observed={ofile}", *ev], log,
-                           args.timeout)["seconds"]
+            t = _flowctl(["train", f"config={CONFIGS[task]}", f"run_dir={run}",
+                          *common, *extra], log, args.timeout)["seconds"]
+        rec["train_s"] = round(rec["train_s"] + t, 1)
+        rec["eval_s"] = round(rec["eval_s"] + _flowctl(
+            ["evaluate", f"run={run}", f"observed={ofile}", *ev], log, args.timeout)["seconds"], 1)
         m = json.loads((run / "metrics.json").read_text())
-        per += m["evaluate"]["c2st"]["c2st_per_observation"]
-        epochs.append(m["train"]["epochs"])
-    return {"task": task, "budget": budget, "seed": seed, "rounds": rounds,
-            "mode": "NPE" if rounds == 1 else f"TSNPE-{rounds}",
-            "c2st": float(np.mean(per)), "c2st_per_observation": per,
-            "n_observations": len(per), "epochs": epochs, "train_s": round(train_s, 1),
-            "eval_s": round(eval_s, 1)}
+        rec["c2st_per_observation"] += m["evaluate"]["c2st"]["c2st_per_observation"]
+        rec["epochs"].append(m["train"]["epochs"])
+        rec["train_s_each"].append(round(t, 1))
+        rs = m["train"].get("rounds") or []
+        rec["steps"].append(sum(r.get("steps") or 0 for r in rs) if rs
+                            else m["train"].get("steps"))
+        if rs and all("cpu_s" in r for r in rs):
+            rec["train_cpu_s"].append(round(sum(r["cpu_s"] for r in rs), 1))
+        per = rec["c2st_per_observation"]
+        rec.update(c2st=float(np.mean(per)), n_observations=len(per))
+        rec["partial"] = g < len(groups) - 1
+        if save is not None and rec["partial"]:
+            save(rec)
+    rec["partial"] = False
+    return rec
 
 
 def table(records: list[dict[str, Any]]) -> str:
@@ -134,6 +159,8 @@ def main() -> None:
     ap.add_argument("--obs-seed", type=int, default=12345)
     ap.add_argument("--seq-observations", type=int, default=10,
                     help="sequential mode: the first K observations only (one training each)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra config overrides for every training (kept in each record)")
     ap.add_argument("--draws", type=int, default=10000)
     ap.add_argument("--n-sbc", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=7200)
@@ -158,7 +185,8 @@ def main() -> None:
         "(inside the prior box) vs reference draws, averaged over the observations; "
         f"{args.observations} observations from the prior with seed {args.obs_seed} (not the "
         "benchmark's files); references: exact (Gaussian linear, two moons), MCMC (SLCP)"))
-    done = {(r["task"], r["budget"], r["seed"], r["rounds"]) for r in payload["records"]}
+    done = {(r["task"], r["budget"], r["seed"], r["rounds"]) for r in payload["records"]
+            if not r.get("partial")}
     work = args.work or Path(tempfile.mkdtemp(prefix="posterior-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     log = path.with_suffix(".log")
@@ -170,9 +198,19 @@ def main() -> None:
                 for seed in args.seeds:
                     if (task, budget, seed, rounds) in done:
                         continue
-                    rec = run_one(task, budget, seed, rounds, obs, args, work, log)
-                    payload["records"].append(rec)
-                    save_results(path, payload)
+                    key = (task, budget, seed, rounds)
+                    prev = next((r for r in payload["records"] if r.get("partial")
+                                 and (r["task"], r["budget"], r["seed"], r["rounds"]) == key),
+                                None)
+
+                    def save(rec: dict[str, Any], key: tuple = key) -> None:
+                        payload["records"] = [r for r in payload["records"] if (
+                            r["task"], r["budget"], r["seed"], r["rounds"]) != key
+                            or not r.get("partial")] + [dict(rec)]
+                        save_results(path, payload)
+
+                    rec = run_one(task, budget, seed, rounds, obs, args, work, log, prev, save)
+                    save(rec)
                     print(f"{task} {rec['mode']} N={budget} seed={seed}: C2ST {rec['c2st']:.3f}"
                           f" (train {rec['train_s']:.0f} s, evaluate {rec['eval_s']:.0f} s)",
                           flush=True)

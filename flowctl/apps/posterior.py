@@ -153,9 +153,11 @@ def _trainer_cfg(cfg: dict[str, Any], n_train: int) -> dict[str, Any]:
 
 
 def _fit(flow: torch.nn.Module, cfg: dict[str, Any], train_set: tuple[np.ndarray, np.ndarray],
-         val_set: tuple[np.ndarray, np.ndarray], run_dir: Path) -> dict[str, Any]:
+         val_set: tuple[np.ndarray, np.ndarray], run_dir: Path,
+         trainer_over: dict[str, Any] | None = None) -> dict[str, Any]:
     """One maximum-likelihood fit of q(θ | x) on ``(θ, x)`` pairs; returns the trainer summary
-    and leaves the best epoch's weights in ``flow``."""
+    and leaves the best epoch's weights in ``flow``. ``trainer_over`` overrides trainer keys
+    for this fit only (a sequential round's patience)."""
     from torch.utils.data import TensorDataset
 
     from flowctl.training import train as fit
@@ -164,7 +166,8 @@ def _fit(flow: torch.nn.Module, cfg: dict[str, Any], train_set: tuple[np.ndarray
     vt, vx = val_set
     val = TensorDataset(torch.from_numpy(vt), _ctx(cfg, vx)) if len(vt) else None
     summary = fit(flow, _nll, TensorDataset(torch.from_numpy(th), _ctx(cfg, x)), val,
-                  _trainer_cfg(cfg, len(th)), run_dir, run_config=cfg)
+                  {**_trainer_cfg(cfg, len(th)), **(trainer_over or {})}, run_dir,
+                  run_config=cfg)
     if summary.get("best_epoch") is not None:
         load_weights(flow, run_dir, "best")
     return summary
@@ -247,6 +250,9 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
     if s.get("n_val") is not None:
         raise UserError("sims.rounds > 1 holds out sims.val_fraction of each round for "
                         "validation; set sims.n_val=null")
+    rp = s.get("round_patience")
+    if rp is not None and (isinstance(rp, bool) or not isinstance(rp, int) or rp < 1):
+        raise UserError(f"sims.round_patience={rp!r}: expected null or a positive integer")
     x_o, source, _ = _observations(cfg, sim.x_dim)
     if len(x_o) != 1:
         raise UserError(f"observed={cfg.get('observed')}: sequential rounds focus on one "
@@ -262,6 +268,7 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
     for r in range(rounds):
         n_r = n_total // rounds + (n_total % rounds if r == rounds - 1 else 0)
         info: dict[str, Any] = {"round": r + 1, "n_sims": n_r}
+        t_r, c_r = time.perf_counter(), time.process_time()
         if flow is None:
             th = sim.sample_prior(n_r, rng)
         else:
@@ -273,6 +280,7 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
             except TruncationError as exc:
                 raise UserError(f"round {r + 1}: {exc}") from None
             info.update(threshold=thr, **acc)
+        info["proposal_s"] = round(time.perf_counter() - t_r, 2)
         x = sim.simulate(th, rng)
         th, x = th.astype(np.float32), x.astype(np.float32)
         hold = _val_split(n_r, s)
@@ -289,14 +297,21 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
         info["batch_size"] = cfg["trainer"]["batch_size"]
         last = r == rounds - 1
         rdir = run_dir if last else run_dir / "rounds" / f"{r + 1}"
-        summary = _fit(flow, cfg, tr, va, rdir)
+        # rounds before the last only need their best weights: no last.pt every epoch
+        over = None if last else {"checkpoint_every_epoch": False,
+                                  **({"patience": rp} if rp is not None else {})}
+        summary = _fit(flow, cfg, tr, va, rdir, over)
         info.update(best_val_nll=summary.get("best_val_loss"), epochs=summary.get("epochs"),
-                    best_epoch=summary.get("best_epoch"))
+                    best_epoch=summary.get("best_epoch"), steps=summary.get("steps"),
+                    patience={**cfg["trainer"], **(over or {})}.get("patience"),
+                    wall_s=round(time.perf_counter() - t_r, 2),
+                    cpu_s=round(time.process_time() - c_r, 2))
         log.append(info)
         if is_main_process():
             acc_s = (f", acceptance {info['acceptance']:.3g}" if "acceptance" in info else "")
             print(f"round {r + 1}/{rounds}: {n_r} simulations{acc_s}, batch "
-                  f"{info['batch_size']}, {summary.get('epochs')} epochs, best val NLL {summary.get('best_val_loss')}")
+                  f"{info['batch_size']}, {summary.get('epochs')} epochs, best val NLL "
+                  f"{summary.get('best_val_loss')}, {info['wall_s']:.1f} s")
     assert flow is not None
     return _train_report(cfg, run_dir, sim, flow, summary, n_total, t0,
                          {"rounds": log, "observed": source})

@@ -87,3 +87,20 @@ def test_sequential_recovers_the_linear_gaussian_posterior(tmp_path: Path) -> No
     with pytest.raises(UserError, match="separate prior"):
         app.COMMANDS["train"](_cfg(simulator={"target": "tests.posterior.usersim_posterior:"
                                               "shifted"}, sims={"rounds": 2}), tmp_path / "u")
+
+
+def test_round_patience_applies_to_the_rounds_before_the_last(tmp_path: Path) -> None:
+    """sims.round_patience stops rounds 1..R-1 sooner; the last round keeps trainer.patience."""
+    obs = tmp_path / "obs.csv"
+    np.savetxt(obs, np.array([[0.5, 0.2, -0.1]]), delimiter=",")
+    cfg = _cfg(observed=str(obs), sims={"n_train": 900, "rounds": 3, "round_patience": 1},
+               trainer={"patience": 4})
+    out = load_app("posterior").COMMANDS["train"](cfg, tmp_path / "run")
+    rounds = out["rounds"]
+    assert [r["patience"] for r in rounds] == [1, 1, 4]
+    for r in rounds:
+        assert r["epochs"] == r["best_epoch"] + r["patience"]
+        assert r["steps"] > 0 and r["wall_s"] >= r["proposal_s"] >= 0.0
+    with pytest.raises(UserError, match="round_patience"):
+        load_app("posterior").COMMANDS["train"](
+            _cfg(observed=str(obs), sims={"rounds": 2, "round_patience": 0}), tmp_path / "bad")
