@@ -52,7 +52,7 @@ from flowctl.apps.common import (
 )
 
 __all__ = ["COMMANDS", "auto_batch_size", "calibration", "evaluate", "load_flow", "posterior_draws",
-           "sample", "sample_posterior", "simulate", "train"]
+           "round_patience", "sample", "sample_posterior", "simulate", "train"]
 
 LEVELS = (0.5, 0.68, 0.95)
 
@@ -61,6 +61,21 @@ def auto_batch_size(n_train: int) -> int:
     """Mini-batch size for ``n_train`` training pairs: about n/64 rounded to a power of two,
     within [32, 512] (32 at 10³ simulations, 128 at 10⁴, 512 from 10⁵ on)."""
     return int(min(512, max(32, 2 ** round(math.log2(max(n_train, 1) / 64)))))
+
+
+def round_patience(setting: int | str, patience: int | None, n_train: int, batch_size: int
+                   ) -> int | None:
+    """Early-stopping patience (epochs) of a sequential round before the last.
+
+    ``setting`` a number: that. ``auto``: enough epochs to cover ~600 optimizer steps, at least
+    10 and at most ``patience`` (the last round's): the full patience where epochs are a few
+    steps (10³ simulations in 5 rounds: 6-23 steps per epoch), 10-12 epochs from ~10⁴ on."""
+    if setting != "auto":
+        return int(setting)
+    if patience is None:
+        return None
+    per_epoch = math.ceil(n_train / batch_size)
+    return int(min(patience, max(10, math.ceil(600 / per_epoch))))
 
 
 def _simulator(cfg: dict[str, Any]):
@@ -251,8 +266,9 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
         raise UserError("sims.rounds > 1 holds out sims.val_fraction of each round for "
                         "validation; set sims.n_val=null")
     rp = s.get("round_patience")
-    if rp is not None and (isinstance(rp, bool) or not isinstance(rp, int) or rp < 1):
-        raise UserError(f"sims.round_patience={rp!r}: expected null or a positive integer")
+    if rp is not None and rp != "auto" and (isinstance(rp, bool) or not isinstance(rp, int)
+                                            or rp < 1):
+        raise UserError(f"sims.round_patience={rp!r}: expected auto, null or a positive integer")
     x_o, source, _ = _observations(cfg, sim.x_dim)
     if len(x_o) != 1:
         raise UserError(f"observed={cfg.get('observed')}: sequential rounds focus on one "
@@ -298,8 +314,10 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
         last = r == rounds - 1
         rdir = run_dir if last else run_dir / "rounds" / f"{r + 1}"
         # rounds before the last only need their best weights: no last.pt every epoch
-        over = None if last else {"checkpoint_every_epoch": False,
-                                  **({"patience": rp} if rp is not None else {})}
+        over = None if last else {"checkpoint_every_epoch": False, **(
+            {"patience": round_patience(rp, cfg["trainer"].get("patience"), len(tr[0]),
+                                        int(cfg["trainer"]["batch_size"]))}
+            if rp is not None else {})}
         summary = _fit(flow, cfg, tr, va, rdir, over)
         info.update(best_val_nll=summary.get("best_val_loss"), epochs=summary.get("epochs"),
                     best_epoch=summary.get("best_epoch"), steps=summary.get("steps"),

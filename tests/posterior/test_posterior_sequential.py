@@ -11,7 +11,7 @@ import pytest
 
 from flowctl.apps import load_app
 from flowctl.apps.common import UserError
-from flowctl.apps.posterior import auto_batch_size, posterior_draws, simulate
+from flowctl.apps.posterior import auto_batch_size, posterior_draws, round_patience, simulate
 from flowctl.simulators import LinearGaussian
 
 
@@ -101,6 +101,10 @@ def test_round_patience_applies_to_the_rounds_before_the_last(tmp_path: Path) ->
     for r in rounds:
         assert r["epochs"] == r["best_epoch"] + r["patience"]
         assert r["steps"] > 0 and r["wall_s"] >= r["proposal_s"] >= 0.0
+    # auto: ~600 optimizer steps, within [10, patience]: full patience at 10^3 sims in 5
+    # rounds (180 pairs in batches of 32: 6 steps per epoch), 11 at 10^4 (1800 pairs: 57)
+    assert [round_patience("auto", 20, n, 32) for n in (180, 1800, 18000)] == [20, 11, 10]
+    assert round_patience(7, 20, 180, 32) == 7 and round_patience("auto", None, 180, 32) is None
     with pytest.raises(UserError, match="round_patience"):
         load_app("posterior").COMMANDS["train"](
             _cfg(observed=str(obs), sims={"rounds": 2, "round_patience": 0}), tmp_path / "bad")
