@@ -185,7 +185,9 @@ def _cathode_window(cfg: dict[str, Any], outer_state: dict[str, torch.Tensor], x
 
 def load_data(data_cfg: dict[str, Any]) -> GaiaPatch:
     """The patch of the ``data`` config (``path``, ``key``, ``center: [ra, dec]``, ``radius``,
-    ``truth``), with the optional preselection ``g_max`` (mag) applied."""
+    ``truth``), with the optional preselections ``g_max`` (mag) and ``color: [lo, hi]``
+    (``lo ≤ b−r ≤ hi``) applied before training (the fiducial cuts' g and colour cuts moved
+    ahead of the density estimation: fewer, more stream-like stars per window)."""
     path = data_cfg.get("path")
     if not path:
         raise UserError("data.path is required: pass data.path=FILE (a Gaia CSV or HDF5 table; "
@@ -198,6 +200,19 @@ def load_data(data_cfg: dict[str, Any]) -> GaiaPatch:
     g_max = data_cfg.get("g_max")
     if g_max is not None:
         patch = patch.subset(patch["g"] < float(g_max))
+    color = data_cfg.get("color")
+    if color is not None:
+        try:
+            lo, hi = (float(c) for c in color)
+        except (TypeError, ValueError):
+            raise UserError(f"data.color must be [lo, hi] (b-r, mag) or null, got {color!r}"
+                            ) from None
+        if not lo < hi:
+            raise UserError(f"data.color needs lo < hi, got {color!r}")
+        patch = patch.subset((patch["bp_rp"] >= lo) & (patch["bp_rp"] <= hi))
+    if len(patch) == 0:
+        raise UserError(f"data.g_max={g_max}, data.color={color}: no star of "
+                        f"{data_cfg.get('path')} passes the preselection")
     return patch
 
 

@@ -116,3 +116,21 @@ def test_app_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no checkpoint"):
         evaluate({"data": {"path": str(bad)}, "anode": {"centers": [0.0]},
                   "flow": {"kind": "maf"}}, tmp_path)
+
+
+def test_preselection_g_and_color(tmp_path: Path) -> None:
+    assert make_patch(["--out", str(tmp_path), "--name", "p", "--n-field", "3000",
+                       "--n-stream", "100", "--seed", "3"]) == 0
+    path = str(tmp_path / "p.h5")
+    full = load_data({"path": path})
+    sel = load_data({"path": path, "g_max": 20.2, "color": [0.5, 1.0]})
+    keep = (full["g"] < 20.2) & (full["bp_rp"] >= 0.5) & (full["bp_rp"] <= 1.0)
+    assert 0 < len(sel) == int(keep.sum()) < len(full)
+    assert np.array_equal(np.sort(sel["g"]), np.sort(full["g"][keep]))
+    assert int(sel.labels.sum()) == int(full.labels[keep].sum())
+    with pytest.raises(UserError, match=r"data.color must be \[lo, hi\]"):
+        load_data({"path": path, "color": 0.5})
+    with pytest.raises(UserError, match="lo < hi"):
+        load_data({"path": path, "color": [1.0, 0.5]})
+    with pytest.raises(UserError, match="no star .* passes the preselection"):
+        load_data({"path": path, "color": [5.0, 6.0]})
