@@ -154,6 +154,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                                    seed=seed)
         row.update(integral=est["integral"], error=est["error"], rel_std=est["rel_std"],
                    rel_std_iid=est["rel_std_iid"], stratified=est["stratified"],
+                   fresh_integral=est["integral"], fresh_error=est["error"],
                    calls=res.calls + job["est_calls"], steps=res.steps,
                    grid_calls=res.grid_calls, channels=res.channels,
                    train_s=round(res.wall_s, 1),
@@ -162,6 +163,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                        "lr", "min_lr", "schedule", "grad_clip", "grid", "grid_calls",
                        "grid_bins", "grid_alpha", "channels", "anneal")},
                        "flow": {k: spec[k] for k in ("transforms", "hidden", "bins")}})
+        comb = job.get("combine", shipped["estimate"].get("combine_training", False))
+        if comb and res.channels == 1:
+            from flowctl.integration.combine import combine
+
+            c = combine(est["integral"], est["error"], res.history,
+                        start=float(shipped["estimate"].get("combine_from", 0.5)))
+            row.update(integral=c.integral, error=c.error, combined=c.as_dict())
     row["pull"] = pull(row["integral"], row["error"], ig.exact, ig.exact_error)
     row["unweighting"] = unweighting_efficiency(w, 1000, seed=seed).efficiency
     if ig.modes and x is not None:
@@ -303,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flow", type=json.loads, default=None,
                     help='flowctl flow overrides as JSON, e.g. \'{"hidden": [128, 128]}\'')
     ap.add_argument("--seed0", type=int, default=0, help="first seed")
+    ap.add_argument("--combine", type=int, choices=(0, 1), default=None,
+                    help="flowctl: 1 = join the late training batches with the fresh "
+                         "estimate (flowctl.integration.combine), 0 = fresh estimate alone "
+                         "(default: the shipped estimate.combine_training)")
     ap.add_argument("--iid", action="store_true",
                     help="flowctl: i.i.d. estimate points instead of the shipped stratified ones")
     ap.add_argument("--peers", default="madnis,vegas,plain",
@@ -338,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{p} not installed (pip install flowctl[peers]): its column skipped")
     jobs = [{"workload": w, "method": m, "seed": s, "calls": args.calls,
              "est_calls": args.est_calls, "threads": args.threads, "trainer": args.trainer,
-             "flow": args.flow, **({"stratify": False} if args.iid else {})}
+             "flow": args.flow, **({"stratify": False} if args.iid else {}),
+             **({"combine": bool(args.combine)} if args.combine is not None else {})}
             for w in args.only.split(",") for m in methods
             for s in range(args.seed0, args.seed0 + args.seeds)]
     for j in jobs:

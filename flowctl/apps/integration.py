@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from flowctl.apps.common import (
     UserError,
@@ -36,24 +34,25 @@ from flowctl.apps.common import (
 )
 from flowctl.integrands import Integrand, IntegrandError, resolve
 from flowctl.integration import (
-    FORMAT,
     THRESHOLDS,
     TRAINER_DEFAULTS,
     Guarded,
     IntegrationError,
     NonFinite,
-    NonFiniteError,
     build_sampler,
     channel_centres,
     check_trainer,
     flow_weights,
-    fresh_estimate,
     plain_mc,
     run_vegas,
     train_nis,
     vegas_available,
 )
-from flowctl.integration.peers import census, diagnosis, plain_peer, vegas_peer
+from flowctl.integration.answer import finite_or_fail, flowctl_answer
+from flowctl.integration.peers import diagnosis, plain_peer, vegas_peer
+from flowctl.integration.persist import save_sampler
+from flowctl.integration.report import method_row, results_table, write_history
+from flowctl.integration.sampling import embedded, sampling_dim
 from flowctl.integration.unweight import unweight
 from flowctl.metrics.integration import estimate, pull, unweighting_efficiency
 
@@ -64,7 +63,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "flow": {"kind": "coupling", "domain": "unit", "mask": "binary", "transforms": None,
              "hidden": [64, 64], "transform": "rqs", "bins": 16},
     "trainer": dict(TRAINER_DEFAULTS),
-    "estimate": {"calls": 50000, "batch": 50000, "stratify": True},
+    "estimate": {"calls": 50000, "batch": 50000, "stratify": True, "combine_training": True,
+                 "combine_from": 0.25},
     "peers": {"plain": True, "vegas": True, "vegas_iterations": 30, "vegas_adapt": 10,
               "vegas_unweight_calls": 20000},
     "unweight": {"replicas": 1000, "replica_size": None},
@@ -115,25 +115,6 @@ def load_integrand(cfg: dict[str, Any]) -> Integrand:
         raise UserError(str(exc)) from None
 
 
-class _Embedded:
-    """A 1-D integrand seen as 2-D with a flat dummy coordinate (coupling flows need D >= 2)."""
-
-    def __init__(self, ig: Integrand) -> None:
-        self.ig = ig
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.ig(x[:, :1])
-
-
-def sampling_dim(ig: Integrand) -> int:
-    """Dimension of the flow: D, or 2 for a 1-D integrand (embedded with a flat dummy axis)."""
-    return max(ig.dim, 2)
-
-
-def _target(ig: Integrand) -> Callable[[Tensor], Tensor]:
-    return ig if ig.dim >= 2 else _Embedded(ig)
-
-
 def flow_spec(cfg: dict[str, Any], dim: int) -> dict[str, Any]:
     """The flow spec with features = D and transforms defaulting to 2 ceil(log2 D)."""
     spec = _section(cfg, "flow")
@@ -163,61 +144,6 @@ def _n_channels(ig: Integrand, tr: dict[str, Any], dim: int) -> int:
 # ----------------------------------------------------------------------------- commands
 
 
-def _fmt(v: Any, spec: str = ".6g") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return format(v, spec)
-
-
-def _method_row(name: str, est: dict[str, Any], exact: float | None, exact_err: float
-                ) -> dict[str, Any]:
-    row = dict(est)
-    row["method"] = name
-    row["pull"] = pull(row["integral"], row["error"], exact, exact_err)
-    return row
-
-
-def _table(rows: list[dict[str, Any]], units: str) -> str:
-    head = (f"{'method':<10} {'integral':>14} {'error':>10} {'pull':>7} {'rel.std/pt':>10} "
-            f"{'ESS/N':>7} {'unw.eff':>8} {'calls':>9} {'reliable':>8}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        unw = r.get("unweighting") or {}
-        eff = unw.get("efficiency")
-        rel = r.get("reliable")
-        lines.append(
-            f"{r['method']:<10} {_fmt(r['integral'], '.8g'):>14} {_fmt(r['error'], '.3g'):>10} "
-            f"{_fmt(r.get('pull'), '+.2f'):>7} {_fmt(r.get('rel_std'), '.4g'):>10} "
-            f"{_fmt(r.get('ess_fraction'), '.3f'):>7} "
-            f"{(f'{100 * eff:.2f}%' if eff is not None else '-'):>8} {r.get('calls', 0):>9} "
-            f"{('-' if rel is None else ('yes' if rel else 'NO')):>8}")
-    if units:
-        lines.append(f"(integral in {units})")
-    return "\n".join(lines)
-
-
-def _save_sampler(sampler: torch.nn.Module, path: Path, cfg: dict[str, Any],
-                  report: Any) -> None:
-    """A composite sampler (grid / channels) as a plain-data checkpoint."""
-    from flowctl.training import CHECKPOINT_FORMAT_VERSION, save_checkpoint
-
-    save_checkpoint({"format_version": CHECKPOINT_FORMAT_VERSION, "kind": FORMAT,
-                     "model": {k: v.detach().cpu() for k, v in sampler.state_dict().items()},
-                     "calls": report.calls, "steps": report.steps,
-                     "online_steps": report.online_steps, "channels": report.channels,
-                     "channel_alpha": report.channel_alpha, "config": cfg}, path)
-
-
-def _finite_or_fail(name: str, est: dict[str, Any]) -> None:
-    for key in ("integral", "error"):
-        v = est.get(key)
-        if v is None or not math.isfinite(v):
-            raise NonFiniteError(f"{name}: the {key} is {v} (non-finite weights); no result "
-                                 "is reported")
-
-
 def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Train the sampler, estimate from fresh points, check the estimate's reliability, run
     plain MC and VEGAS; print a table and one reliability line."""
@@ -240,11 +166,15 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     cfg = dict(cfg)
     cfg["flow"] = flow_spec(cfg, dim)
     n_est = _pos_int(es, "calls", "estimate", 2)
+    _pos_int(es, "batch", "estimate", 1)
+    start = es["combine_from"]
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 <= start < 1:
+        raise UserError(f"estimate.combine_from must be a fraction in [0, 1), got {start!r}")
     write_config(run_dir, cfg)
     seed_everything(seed)
     device = _device(tr["device"])
     counter = NonFinite(float(rel["max_nonfinite"]))
-    f = Guarded(_target(ig), counter)
+    f = Guarded(embedded(ig), counter)
     main = is_main_process()
 
     def make_flow() -> torch.nn.Module:
@@ -273,46 +203,30 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from flowctl.training.checkpoint import copy_atomic
 
     if res.channels > 1 or tr.get("grid"):
-        _save_sampler(res.sampler, ckdir / "last.pt", cfg, res)
+        save_sampler(res.sampler, ckdir / "last.pt", cfg, res)
     copy_atomic(ckdir / "last.pt", ckdir / "best.pt")
-    _write_history(run_dir, res.history)
-    sampler = res.sampler
+    if main:
+        write_history(run_dir / "metrics.jsonl", res.history)
     train_nonfinite = counter.count
 
     t0 = time.perf_counter()
     # the estimate's points: independent of training; stratified in the latent space
-    est, w, x_est = fresh_estimate(sampler, f, n_est, stratify=bool(es.get("stratify", True)),
-                                   seed=seed, batch=int(es["batch"]))
-    _finite_or_fail("flowctl", est)
-    extra = [r for r in [counter.reason()] if r]
-    if ig.modes and x_est is not None:
-        est["modes"] = census(ig, x_est, w)
-        if not est["modes"]["all_found"]:
-            missed = [i + 1 for i, v in enumerate(est["modes"]["found"]) if not v]
-            extra.append(f"missed peak(s) {missed}")
-    est.update(diagnosis(w, rel, extra))
-    est["unweighting"] = unweighting_efficiency(w, int(uw["replicas"]), uw["replica_size"],
-                                                seed=seed).as_dict()
+    est, _, _ = flowctl_answer(res, f, ig, n_est, es, rel, uw, seed=seed,
+                               extra=[r for r in [counter.reason()] if r])
     est["wall_s"] = res.wall_s + time.perf_counter() - t0
-    est["calls_train"] = res.calls
-    est["calls_grid"] = res.grid_calls
-    est["calls_estimate"] = n_est
-    est["calls"] = res.calls + n_est
-    est["channels"] = res.channels
-    est["channel_alpha"] = res.channel_alpha
     total = est["calls"]
-    rows = [_method_row("flowctl", est, ig.exact, ig.exact_error)]
+    rows = [method_row("flowctl", est, ig.exact, ig.exact_error)]
 
     if peers.get("plain"):
-        rows.append(_method_row("plain MC", plain_peer(f, dim, total, seed, rel, uw),
+        rows.append(method_row("plain MC", plain_peer(f, dim, total, seed, rel, uw),
                                 ig.exact, ig.exact_error))
-        _finite_or_fail("plain MC", rows[-1])
+        finite_or_fail("plain MC", rows[-1])
     vegas_note = None
     if peers.get("vegas"):
         if vegas_available():
             v = vegas_peer(f, dim, total, seed, peers, uw, ig)
-            _finite_or_fail("VEGAS", v)
-            rows.append(_method_row("VEGAS", v, ig.exact, ig.exact_error))
+            finite_or_fail("VEGAS", v)
+            rows.append(method_row("VEGAS", v, ig.exact, ig.exact_error))
         else:
             vegas_note = "VEGAS skipped: install the optional extra `pip install flowctl[peers]`"
 
@@ -340,7 +254,7 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         out["vegas_note"] = vegas_note
     update_metrics_json(run_dir, {"integrate": out})
     if main:
-        print(_table(rows, ig.units))
+        print(results_table(rows, ig.units))
         for r in rows:
             if r.get("modes"):
                 print(f"{r['method']}: {r['modes']['summary']}")
@@ -355,19 +269,6 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                   "VEGAS unweighting from extra points of its final map")
         print(f"run directory: {run_dir}")
     return out
-
-
-def _write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
-    import json
-
-    if not is_main_process():
-        return
-    path = run_dir / "metrics.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w") as fh:
-        fh.writelines(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                  for k, v in rec.items()}) + "\n" for rec in history)
-    tmp.replace(path)
 
 
 def load_sampler(cfg: dict[str, Any], run_dir: Path) -> tuple[torch.nn.Module, Integrand]:
@@ -403,7 +304,7 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     es, uw = _section(cfg, "estimate"), _section(cfg, "unweight")
     flow, ig = load_sampler(cfg, run_dir)
     counter = NonFinite(float(_reliability(cfg)["max_nonfinite"]))
-    f = Guarded(_target(ig), counter)
+    f = Guarded(embedded(ig), counter)
     t0 = time.perf_counter()
     torch.manual_seed(seed + 2)
     n_cal = int(es["calls"])
@@ -464,7 +365,7 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     flow, ig = load_sampler(cfg, run_dir)
     rel = _reliability(cfg)
     counter = NonFinite(float(rel["max_nonfinite"]))
-    f = Guarded(_target(ig), counter)
+    f = Guarded(embedded(ig), counter)
     n = _pos_int(ev, "n", "eval", 2)
     torch.manual_seed(seed + 5)
     w, x = flow_weights(flow, f, n, keep_x=True)

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from flowctl.integration.errors import NonFiniteError
 
-__all__ = ["Guarded", "NonFinite", "flow_weights", "plain_mc"]
+__all__ = ["Embedded", "Guarded", "NonFinite", "embedded", "flow_weights", "plain_mc",
+           "sampling_dim"]
 
 
 class NonFinite:
@@ -135,3 +136,26 @@ def plain_mc(f: Callable[[Tensor], Tensor], dim: int, calls: int, seed: int = 0,
         u = torch.rand(m, dim, dtype=torch.float64, generator=g)
         out.append(f(u).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+class Embedded:
+    """A 1-D integrand seen as 2-D with a flat dummy coordinate (coupling flows need D >= 2):
+    f(x [N, 2]) = ig(x[:, :1])."""
+
+    def __init__(self, ig: Callable[[Tensor], Tensor]) -> None:
+        self.ig = ig
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.ig(x[:, :1])
+
+
+def sampling_dim(ig: Any) -> int:
+    """Dimension of the flow: the integrand's ``dim``, or 2 for a 1-D integrand (embedded
+    with a flat dummy axis)."""
+    return max(int(ig.dim), 2)
+
+
+def embedded(ig: Any) -> Callable[[Tensor], Tensor]:
+    """The function the sampler integrates: ``ig`` itself, or :class:`Embedded` in 2-D for
+    a 1-D integrand."""
+    return ig if int(ig.dim) >= 2 else Embedded(ig)
