@@ -167,8 +167,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if comb and res.channels == 1:
             from flowctl.integration.combine import combine
 
-            c = combine(est["integral"], est["error"], res.history,
-                        start=float(shipped["estimate"].get("combine_from", 0.5)))
+            start = job.get("combine_from", shipped["estimate"].get("combine_from", 0.25))
+            c = combine(est["integral"], est["error"], res.history, start=float(start))
             row.update(integral=c.integral, error=c.error, combined=c.as_dict())
     row["pull"] = pull(row["integral"], row["error"], ig.exact, ig.exact_error)
     row["unweighting"] = unweighting_efficiency(w, 1000, seed=seed).efficiency
@@ -242,6 +242,12 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                if r["integral"]]
         if tot:
             item["rel_err_total_mean"] = float(np.mean(tot))
+        fresh = [r["fresh_error"] * math.sqrt(r["calls"]) / abs(r["fresh_integral"])
+                 for r in rs if r.get("fresh_error") is not None and r.get("fresh_integral")]
+        if fresh and len(fresh) == len(rs):  # flowctl: the fresh points alone
+            item["rel_err_total_fresh_mean"] = float(np.mean(fresh))
+            item["seeds_combined"] = sum(bool((r.get("combined") or {}).get("used"))
+                                         for r in rs)
         for key in ("rel_std_iid", "rel_std_map"):  # flowctl i.i.d. / VEGAS map only
             vals = [r[key] for r in rs if r.get(key) is not None]
             if vals:
@@ -272,6 +278,37 @@ def summary_table(items: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def markdown_table(items: list[dict[str, Any]]) -> str:
+    """The summary as the markdown table of docs/integration.md."""
+    def g(v: float) -> str:
+        return f"{v:.4g}"
+
+    out = [("| workload | calls | method | seeds | rel.std/pt mean [min, max] | "
+           "err·√calls/\\|I\\| (fresh alone) | i.i.d. / VEGAS map | VEGAS/this | "
+           "\\|pull\\| mean / max | within 3σ | peaks found | flagged | wall s |"),
+           "|" + "---|" * 13]
+    for it in items:
+        n = len(it["seeds"])
+        e2e = it.get("rel_err_total_mean")
+        e2e_s = "-" if e2e is None else f"{e2e:.3g}"
+        if it.get("rel_err_total_fresh_mean") is not None and it.get("seeds_combined"):
+            e2e_s += f" ({it['rel_err_total_fresh_mean']:.3g})"
+        iid = it.get("rel_std_iid_mean", it.get("rel_std_map_mean"))
+        ratio = it.get("vegas_over_this")
+        modes = (f"{it['seeds_all_modes_found']}/{n}" if "seeds_all_modes_found" in it
+                 else "-")
+        method = "**flowctl**" if it["method"] in ("flowctl", "shipped") else it["method"]
+        out.append(
+            f"| {it['workload']} | {round(it['calls'] / 1000)}k | {method} | {n} | "
+            f"{g(it['rel_std_mean'])} [{it['rel_std_min']:.3g}, {it['rel_std_max']:.3g}] | "
+            f"{e2e_s} | {'-' if iid is None else f'{iid:.3g}'} | "
+            f"{'-' if not ratio else f'{ratio:.2f}x'} | "
+            f"{it['abs_pull_mean']:.3g} / {it['abs_pull_max']:.3g} | "
+            f"{it['seeds_within_3sigma']}/{n} | {modes} | "
+            f"{it['seeds_flagged_unreliable']}/{n} | {it['wall_s_mean']:.0f} |")
+    return "\n".join(out)
+
+
 def merge(files: list[str], rename: dict[str, str], out: str | None) -> int:
     """Rows of several results files as one table and summary (written to ``out``)."""
     rows: list[dict[str, Any]] = []
@@ -285,6 +322,8 @@ def merge(files: list[str], rename: dict[str, str], out: str | None) -> int:
     print(table(rows))
     print()
     print(summary_table(summary(rows)))
+    print()
+    print(markdown_table(summary(rows)))
     if out:
         from benchmarks.common import save_results
 
@@ -315,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="flowctl: 1 = join the late training batches with the fresh "
                          "estimate (flowctl.integration.combine), 0 = fresh estimate alone "
                          "(default: the shipped estimate.combine_training)")
+    ap.add_argument("--combine-from", type=float, default=None,
+                    help="flowctl: share of the online steps before the joined batches "
+                         "(default: the shipped estimate.combine_from)")
     ap.add_argument("--iid", action="store_true",
                     help="flowctl: i.i.d. estimate points instead of the shipped stratified ones")
     ap.add_argument("--peers", default="madnis,vegas,plain",
@@ -351,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [{"workload": w, "method": m, "seed": s, "calls": args.calls,
              "est_calls": args.est_calls, "threads": args.threads, "trainer": args.trainer,
              "flow": args.flow, **({"stratify": False} if args.iid else {}),
-             **({"combine": bool(args.combine)} if args.combine is not None else {})}
+             **({"combine": bool(args.combine)} if args.combine is not None else {}),
+             **({"combine_from": args.combine_from} if args.combine_from is not None else {})}
             for w in args.only.split(",") for m in methods
             for s in range(args.seed0, args.seed0 + args.seeds)]
     for j in jobs:
