@@ -15,6 +15,7 @@ max w / mean w, and the verdicts of the check without the guard (k > 0.7 alone) 
   (seeds ``--big-seeds``, ~1000 s of training each on a loaded core).
 
     python benchmarks/integration_tails.py --runs --out benchmarks/results/integration-tails-20261201.json
+    python benchmarks/integration_tails.py --big-only --big-seeds 2 --out benchmarks/results/integration-tails-qqg1p5M-20261201.json
 """
 
 from __future__ import annotations
@@ -87,8 +88,31 @@ def _bench_weights(job: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         row = run_job({"threads": 1, "trainer": None, "flow": None, **job})
     finally:
         fi.diagnose = orig
-    keep = {k: row.get(k) for k in ("pull", "rel_std", "integral", "error", "wall_s")}
+    keep = {k: row.get(k) for k in ("pull", "rel_std", "integral", "error", "wall_s", "calls",
+                                    "fresh_integral", "fresh_error", "combined", "exact")}
     return seen["w"], keep
+
+
+def _big_jobs(seeds: list[int]) -> list[tuple[str, dict[str, Any]]]:
+    return [("ee_qqg flowctl 1.5M, shipped", {"workload": "ee_qqg", "method": "shipped",
+             "seed": s, "calls": 1500000, "est_calls": 500000}) for s in seeds]
+
+
+def _run_jobs(rows: list[dict[str, Any]], jobs: list[tuple[str, dict[str, Any]]]) -> None:
+    for case, job in jobs:
+        try:
+            w, keep = _bench_weights(job)
+        except ImportError as exc:  # madnis not installed
+            print(f"skip {case}: {exc}")
+            continue
+        rows.append(_row(case, w, seed=job["seed"], kind="run", **keep))
+        print(f"{case} seed {job['seed']}: k {rows[-1]['pareto_k']:.2f}, share "
+              f"{rows[-1]['tail_variance_share']:.3f}", flush=True)
+
+
+def big_runs(rows: list[dict[str, Any]], seeds: list[int]) -> None:
+    """ee_qqg at 1.5M calls, the shipped config (the false alarms of the first 1.5M runs)."""
+    _run_jobs(rows, _big_jobs(seeds))
 
 
 def runs(rows: list[dict[str, Any]], big: bool, big_seeds: list[int]) -> None:
@@ -108,17 +132,9 @@ def runs(rows: list[dict[str, Any]], big: bool, big_seeds: list[int]) -> None:
     jobs += [("ridge6 MadNIS 150k", {"workload": "ridge6", "method": "madnis", "seed": 0,
               "calls": 150000, "est_calls": 50000})]
     if big:
-        jobs += [("ee_qqg flowctl 1.5M, shipped", {"workload": "ee_qqg", "method": "shipped",
-                  "seed": s, "calls": 1500000, "est_calls": 500000}) for s in big_seeds]
-    for case, job in jobs:
-        try:
-            w, keep = _bench_weights(job)
-        except ImportError as exc:  # madnis not installed
-            print(f"skip {case}: {exc}")
-            continue
-        rows.append(_row(case, w, seed=job["seed"], kind="run", **keep))
-        print(f"{case} seed {job['seed']}: k {rows[-1]['pareto_k']:.2f}, share "
-              f"{rows[-1]['tail_variance_share']:.3f}", flush=True)
+        jobs += _big_jobs(big_seeds)
+    _run_jobs(rows, jobs)
+
     for wl, name, dim in (("ridge6", "ridge", 6), ("camel16", "camel", 16)):
         for calls in (150000, 1500000):
             v = run_vegas(SHIPPED[name](dim), dim, calls, 30, 10, 0, unweight_calls=500000)
@@ -145,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", action="store_true", help="also the weights of real runs")
     ap.add_argument("--big", action="store_true", help="also ee_qqg at 1.5M calls")
     ap.add_argument("--big-seeds", default="0,1,2")
+    ap.add_argument("--big-only", action="store_true",
+                    help="only the ee_qqg runs at 1.5M calls (no synthetic cases, no other runs)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     import torch
@@ -152,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    synthetic(rows)
-    if args.runs:
-        runs(rows, args.big, [int(s) for s in args.big_seeds.split(",") if s])
+    seeds = [int(s) for s in args.big_seeds.split(",") if s]
+    if args.big_only:
+        big_runs(rows, seeds)
+    else:
+        synthetic(rows)
+    if args.runs and not args.big_only:
+        runs(rows, args.big, seeds)
     head = f"{'case':<58} {'N':>7} {'k':>6} {'share':>6} {'ESS/N':>7} {'max/mean':>9} {'old':>4} {'new':>4}"
     print(head)
     for r in rows:
