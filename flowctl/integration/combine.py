@@ -10,10 +10,11 @@ that average with the fresh estimate by inverse-variance weights.
 
 Each batch's weight is 1/s_{j-1}^2, the variance of the batch *before* it: the weight is
 fixed before the batch is drawn, so a batch whose points happen to lie low (and, for
-positive skewed weights, have a small spread) does not get a larger weight; VEGAS weights
-iteration j by its own 1/s_j^2, which biases the average toward low values when iterations
-have few points (Lepage, arXiv:2009.05112, sec. 2.3). The remaining bias is second order
-(later weights depend on earlier batches through the sampler's training). The batches'
+positive skewed weights, have a small spread) does not get a larger weight. VEGAS weights
+iteration j by its own 1/s_j^2; its documentation calls the resulting bias negligible unless
+there are very many iterations (it falls like 1 / points per iteration), and here there are
+tens of batches of ~1000 points. The remaining bias is second order (later weights depend
+on earlier batches through the sampler's training). The batches'
 errors come from their own spread; a tail that a batch did not reach is not in its error,
 so the window is checked first: its batches must agree with each other (chi^2/dof of their
 spread about the average, Q >= ``q_min``, as VEGAS's Q) and the window's average with the
