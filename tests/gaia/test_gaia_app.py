@@ -92,6 +92,10 @@ def test_train_evaluate_newest_run(tiny: tuple[Path, Path]) -> None:
     cfg["eval"]["min_density_quantile"] = 1.5
     with pytest.raises(UserError, match=r"min_density_quantile must be in \[0, 1\)"):
         evaluate(cfg, run)
+    cfg["eval"]["min_density_quantile"] = 0.02
+    cfg["eval"]["smooth_k"] = -1
+    with pytest.raises(UserError, match=r"eval.smooth_k must be an integer >= 0"):
+        evaluate(cfg, run)
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

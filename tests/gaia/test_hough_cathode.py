@@ -62,3 +62,22 @@ def test_cathode_window_scores_an_overdensity_out_of_fold() -> None:
     assert s.shape == (len(x),) and np.isfinite(s).all() and info["k"] == 3
     assert info["n_samples"] > 1500
     assert auc(np.r_[np.zeros(1000), np.ones(50)], s) > 0.9
+
+
+def test_smooth_scores_lifts_a_cluster_over_chance_highs() -> None:
+    from flowctl.apps.gaia import smooth_scores
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (3000, 3))
+    x[:30] = 0.3 + 0.01 * rng.standard_normal((30, 3))          # a tight cluster
+    s = rng.standard_normal(3000)
+    s[:30] += 1.5                                                # mildly higher scores
+    s[-5:] = -np.inf                                             # unscored stars
+    top_raw = np.argsort(-s)[:30]
+    sm = smooth_scores(s, x, 10)
+    top_sm = np.argsort(-sm)[:30]
+    assert np.isneginf(sm[-5:]).all() and np.isfinite(sm[:-5]).all()
+    assert (top_sm < 30).sum() >= 2 * max((top_raw < 30).sum(), 5)
+    assert np.array_equal(smooth_scores(s, x, 1), s)             # k <= 1: unchanged
+    # the smoothed score of an isolated star is the mean of its neighbourhood, never a copy
+    assert sm[:-5].std() < s[:-5].std()
