@@ -309,12 +309,17 @@ def markdown_table(items: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def merge(files: list[str], rename: dict[str, str], out: str | None) -> int:
-    """Rows of several results files as one table and summary (written to ``out``)."""
+def merge(files: list[str], rename: dict[str, str], out: str | None,
+          drop: list[str] | None = None) -> int:
+    """Rows of several results files as one table and summary (written to ``out``);
+    ``drop``: "FILE:WORKLOAD" pairs whose rows are left out (superseded by a later file)."""
     rows: list[dict[str, Any]] = []
+    dropped = set(drop or [])
     for f in files:
         name = Path(f).name
         for r in json.loads(Path(f).read_text())["rows"]:
+            if f"{name}:{r['workload']}" in dropped:
+                continue
             # "FILE:OLD" (this file only) before "OLD"; an empty new name drops the rows
             m = rename.get(f"{name}:{r['method']}", rename.get(r["method"], r["method"]))
             if m:
@@ -329,7 +334,8 @@ def merge(files: list[str], rename: dict[str, str], out: str | None) -> int:
 
         save_results(Path(out), json.loads(json.dumps(
             {"benchmark": "integration", "merged_from": [Path(f).name for f in files],
-             "rename": rename, "rows": rows, "summary": summary(rows)}, default=float)))
+             "rename": rename, "drop": sorted(dropped), "rows": rows,
+             "summary": summary(rows)}, default=float)))
         print(f"results: {out}")
     return 0
 
@@ -371,9 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                     help="with --merge: rename a method (e.g. a variant that equals shipped); "
                          "FILE:OLD=NEW in that file only; OLD= drops its rows")
+    ap.add_argument("--drop", action="append", default=[], metavar="FILE:WORKLOAD",
+                    help="with --merge: leave out that file's rows of that workload")
     args = ap.parse_args(argv)
     if args.merge:
-        return merge(args.merge, dict(r.split("=", 1) for r in args.rename), args.out)
+        return merge(args.merge, dict(r.split("=", 1) for r in args.rename), args.out,
+                     args.drop)
     methods = [v for v in args.variants.split(",") if v]
     for v in methods:
         if v not in VARIANTS:
