@@ -247,7 +247,10 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     out.update({k: est[k] for k in ("integral", "error", "rel_std", "rel_std_iid",
                                     "stratified", "ess", "ess_fraction",
                                     "reliable", "reason", "pareto_k", "tail_variance_share",
-                                    "max_weight_share", "error_of_error")})
+                                    "max_weight_share", "error_of_error",
+                                    "fresh_integral", "fresh_error")})
+    if "combined" in est:
+        out["combined"] = est["combined"]
     out["pull"] = rows[0]["pull"]
     out["unweighting_efficiency"] = est["unweighting"]["efficiency"]
     if vegas_note:
@@ -259,6 +262,13 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             if r.get("modes"):
                 print(f"{r['method']}: {r['modes']['summary']}")
         print(est["summary"])
+        comb = est.get("combined")
+        if comb and comb.get("used"):
+            t = comb["training"]
+            print(f"flowctl: {t['batches']} late training batches ({t['calls']} calls) joined "
+                  f"to the fresh estimate: error {est['fresh_error']:.3g} -> {est['error']:.3g}")
+        elif comb:
+            print(f"flowctl: fresh estimate alone ({comb['reason']})")
         if res.nonfinite_losses:
             print(f"flowctl: {res.nonfinite_losses} training steps had a non-finite loss "
                   "(skipped)")

@@ -36,6 +36,7 @@ def qqg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    f"run_dir={cwd / 'run'}", *TINY], cwd)
     assert res.returncode == 0, res.stderr
     assert "flowctl" in res.stdout and "plain MC" in res.stdout and "rel.std/pt" in res.stdout
+    assert "joined to the fresh estimate" in res.stdout or "fresh estimate alone" in res.stdout
     return cwd / "run"
 
 
@@ -51,6 +52,10 @@ def test_integrate_writes_summary(qqg_run: Path) -> None:
     # the estimate's points are stratified: 45 x 44 latent hypercubes of >= 2 points
     assert m["stratified"] and fl["strata"] == [[45, 44]] and fl["rel_std_iid"] > 0
     assert m["methods"]["plain MC"]["calls"] == 7000
+    # late training batches joined to the fresh estimate (default), or the reason why not
+    c = m["combined"]
+    assert m["fresh_error"] > 0 and (c["used"] or c["reason"])
+    assert not c["used"] or (m["error"] < m["fresh_error"] and c["training"]["batches"] >= 2)
     for name in ("config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "metrics.jsonl"):
         assert (qqg_run / name).exists(), name
 
