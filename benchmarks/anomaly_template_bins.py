@@ -70,19 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     truth = load_lhco(a.data / FILES["extra_bkg"])
     truth = truth[truth[:, 5] == 0]
     res: dict[str, object] = {"data": str(a.data), "command": " ".join(sys.argv), "runs": {}}
-    for run in a.runs:
-        with h5py.File(run / "samples.h5", "r") as f:
-            samples = f["samples"][()]
+    for run in a.runs:        # runs without samples.h5 (idealized, CWoLa): the cut only
         z = np.load(run / "scores.npz")
         if not np.array_equal(z["labels"], sp.test[:, 5]):
             raise SystemExit(f"{run}: its test set is not the default split of {a.data}")
-        res["runs"][str(run)] = {"mj2_ratio": ratio_per_bin(truth, samples),
-                                 "pass_tpr0.5": passing_background(sp.test, z["scores"])}
-        rr = res["runs"][str(run)]
-        print(run, "truth/samples per mj2 bin:",
-              " ".join(f"{d['mj2_lo']:.1f}:{d['truth_over_samples']:.2f}"
-                       for d in rr["mj2_ratio"]),
-              f"| background passing TPR 0.5: {rr['pass_tpr0.5']['n_pass']}")
+        rr: dict[str, object] = {"pass_tpr0.5": passing_background(sp.test, z["scores"])}
+        flow = json.loads((run / "metrics.json").read_text()).get("train", {}).get(
+            "sideband_flow")
+        if flow:
+            rr["sideband_best_val_nll"] = flow.get("best_val_nll")
+        line = ""
+        if (run / "samples.h5").exists():
+            with h5py.File(run / "samples.h5", "r") as f:
+                samples = f["samples"][()]
+            rr["mj2_ratio"] = ratio_per_bin(truth, samples)
+            line = "truth/samples per mj2 bin: " + " ".join(
+                f"{d['mj2_lo']:.1f}:{d['truth_over_samples']:.2f}" for d in rr["mj2_ratio"])
+        res["runs"][str(run)] = rr
+        print(run, line, f"| background passing TPR 0.5: {rr['pass_tpr0.5']['n_pass']}")
     out = REPO / "benchmarks" / "results" / f"anomaly_template_bins_{a.tag}.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"-> {out}")
