@@ -1,5 +1,6 @@
 """Where a CATHODE template is off, in physics bins: true SR background / samples per bin of
-the heavier jet's mass, and what the background that passes CATHODE's TPR-0.5 cut looks like.
+the heavier jet's mass and of each tau21, and what the background that passes CATHODE's
+TPR-0.5 cut looks like.
 
 Complements the template check of ``flowctl evaluate`` (one AUC per run) for issue 20.
 Cheap: no training; reads each run's ``samples.h5`` and ``scores.npz`` and the data files.
@@ -28,18 +29,21 @@ FILES = {"path": "events_anomalydetection_v2.features.h5",
          "extra_bkg": "events_anomalydetection_qcd_extra_inneronly_features.h5",
          "extra_sig": "events_anomalydetection_signal_extra.features.h5"}
 MJ2_EDGES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.5]    # TeV
+TAU_EDGES = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 NAMES = ("mjj", "mj1", "dmj", "tau21j1", "tau21j2")
 
 
-def ratio_per_bin(truth: np.ndarray, samples: np.ndarray) -> list[dict[str, float]]:
-    """Normalised truth / samples ``[bins]`` in mj2 = mj1 + dmj (TeV), with truth counts."""
-    ht, _ = np.histogram(truth[:, 1] + truth[:, 2], MJ2_EDGES)
-    hs, _ = np.histogram(samples[:, 1] + samples[:, 2], MJ2_EDGES)
+def ratio_per_bin(truth: np.ndarray, samples: np.ndarray, edges: list[float]
+                  ) -> list[dict[str, float]]:
+    """Normalised truth / samples ``[bins]`` of one variable ``[N]`` in bins ``edges``,
+    with truth counts and the statistical error."""
+    ht, _ = np.histogram(truth, edges)
+    hs, _ = np.histogram(samples, edges)
     out = []
     for i, (a, b) in enumerate(zip(ht, hs)):
         r = (a / len(truth)) / (b / len(samples)) if b else float("nan")
         err = r * np.sqrt(1 / max(a, 1) + 1 / max(b, 1))
-        out.append({"mj2_lo": MJ2_EDGES[i], "mj2_hi": MJ2_EDGES[i + 1], "n_truth": int(a),
+        out.append({"lo": edges[i], "hi": edges[i + 1], "n_truth": int(a),
                     "truth_over_samples": round(float(r), 4), "stat_err": round(float(err), 4)})
     return out
 
@@ -83,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         if (run / "samples.h5").exists():
             with h5py.File(run / "samples.h5", "r") as f:
                 samples = f["samples"][()]
-            rr["mj2_ratio"] = ratio_per_bin(truth, samples)
-            line = "truth/samples per mj2 bin: " + " ".join(
-                f"{d['mj2_lo']:.1f}:{d['truth_over_samples']:.2f}" for d in rr["mj2_ratio"])
+            rr["mj2_ratio"] = ratio_per_bin(truth[:, 1] + truth[:, 2],
+                                            samples[:, 1] + samples[:, 2], MJ2_EDGES)
+            for j, name in ((3, "tau21j1"), (4, "tau21j2")):
+                rr[f"{name}_ratio"] = ratio_per_bin(truth[:, j], samples[:, j], TAU_EDGES)
+            line = "; ".join(f"{k}: " + " ".join(f"{d['lo']:.1f}:{d['truth_over_samples']:.2f}"
+                                                 for d in rr[k])
+                             for k in ("mj2_ratio", "tau21j1_ratio", "tau21j2_ratio"))
         res["runs"][str(run)] = rr
         print(run, line, f"| background passing TPR 0.5: {rr['pass_tpr0.5']['n_pass']}")
     out = REPO / "benchmarks" / "results" / f"anomaly_template_bins_{a.tag}.json"
