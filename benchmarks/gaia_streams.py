@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for every train (e.g. anode.scan.start=-15.5)")
     ap.add_argument("--redo", action="store_true", help="retrain runs that already finished")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="train nothing: collect the finished runs, skip the others")
     a = ap.parse_args(argv)
     root = Path(a.out) / a.tag
     root.mkdir(parents=True, exist_ok=True)
@@ -72,13 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv)
     for n in a.n_stream:
         data = root / "data" / f"patch_s{n}.h5"
-        if not data.exists():
+        if not data.exists() and not a.collect_only:
             sh(["-m", "flowctl.data.synth.gaia", "--out", str(data.parent), "--name", data.stem,
                 "--n-field", str(a.n_field), "--n-stream", str(n), "--seed", str(a.seed)], log)
         for m in a.methods:
             rd = root / f"{m}_s{n}"
             metrics = rd / "metrics.json"
             done = metrics.exists() and "evaluate" in json.loads(metrics.read_text())
+            if a.collect_only and not done:
+                print(f"stream {n:>5} {m:<8} not finished: skipped", flush=True)
+                continue
             if done and not a.redo:
                 prev = json.loads(metrics.read_text())
                 t_train = prev.get("train", {}).get("train_wall_s", float("nan"))
