@@ -124,6 +124,9 @@ def run_diagnostics(run: Path, knn: tuple[int, ...] = (5, 10, 20)) -> dict[str, 
            "knn": {str(k): {"purity_top50": _top(smooth[k], lab, fid, 50),
                             "purity_top100": _top(smooth[k], lab, fid, 100)} for k in knn},
            "lines": lines}
+    train = json.loads((run / "metrics.json").read_text()).get("train", {})
+    out["auc_sr_vs_samples"] = {w["window"]: w["cathode"]["auc_sr_vs_samples"]
+                                for w in train.get("windows", []) if "cathode" in w}
     return out
 
 
