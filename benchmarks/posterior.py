@@ -143,7 +143,7 @@ def merged(paths: list[Path]) -> list[dict[str, Any]]:
     keeps the later file's."""
     out: dict[tuple, dict[str, Any]] = {}
     for path in paths:
-        for r in json.loads(path.read_text())["records"]:
+        for r in json.loads(path.read_text()).get("records", []):  # profiles have none
             out[(r["task"], r["budget"], r["seed"], r["rounds"])] = {**r, "file": path.name}
     return list(out.values())
 
