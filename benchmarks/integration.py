@@ -92,15 +92,6 @@ def shipped_settings(name: str) -> dict[str, dict[str, Any]]:
             "estimate": dict(out.get("estimate") or {})}
 
 
-def _census(ig: Any, x: np.ndarray, w: np.ndarray) -> dict[str, Any]:
-    from flowctl.metrics.integration import mode_census
-
-    c = mode_census(x[:, :ig.dim], w, ig.modes, ig.mode_width)
-    return {"found": c.found, "all_found": c.all_found, "core_share": c.core_share,
-            "core_expected": c.core_expected, "point_share": c.point_share,
-            "weight_share": c.weight_share}
-
-
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """One (workload, method, seed) run; returns a result row."""
     import torch
@@ -110,6 +101,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from flowctl.flows import build as build_flow
     from flowctl.integrands import SHIPPED
     from flowctl.integration import diagnose, fresh_estimate, plain_mc, run_vegas, train_nis
+    from flowctl.integration.peers import census
     from flowctl.metrics.integration import estimate, pull, unweighting_efficiency
 
     name, dim, params = WORKLOADS[job["workload"]]
@@ -174,7 +166,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     row["unweighting"] = unweighting_efficiency(w, 1000, seed=seed).efficiency
     if ig.modes and x is not None:
         # flowctl/MadNIS: their fresh estimate points; VEGAS: extra points of its final map
-        row["modes"] = _census(ig, x, w)
+        row["modes"] = census(ig, x, w)
     if method not in ("vegas",):
         d = diagnose(w, extra=[] if not row.get("modes") or row["modes"]["all_found"]
                      else ["missed peak"])
