@@ -138,9 +138,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         spec = flow_spec({"flow": fl}, dim)
         tr = {**DEFAULTS["trainer"], **shipped["trainer"], **VARIANTS[method],
               **(job.get("trainer") or {}), "calls": calls - job["est_calls"],
-              "log_every": 10**9, "device": "cpu"}
+              "log_every": job.get("progress") or 10**9, "device": "cpu"}
         res = train_nis(lambda: build_flow(spec), ig, dim, tr, integrand=ig, seed=seed,
-                        verbose=False)
+                        verbose=bool(job.get("progress")))
         strat = bool(job.get("stratify", shipped["estimate"].get("stratify", True)))
         est, w, x = fresh_estimate(res.sampler, ig, job["est_calls"], stratify=strat,
                                    seed=seed)
@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="madnis,vegas,plain",
                     help="peers to run (those installed): madnis, vegas, plain")
     ap.add_argument("--no-peers", action="store_true", help="flowctl only")
+    ap.add_argument("--progress", type=int, default=0, metavar="N",
+                    help="flowctl: print a training line (calls, loss, batch estimate) to "
+                         "stderr every N online steps (0: quiet)")
     ap.add_argument("--out", default=None,
                     help="JSON file for the results (default results/integration-<time>.json)")
     ap.add_argument("--no-save", action="store_true", help="do not write a JSON file")
@@ -395,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{p} not installed (pip install flowctl[peers]): its column skipped")
     jobs = [{"workload": w, "method": m, "seed": s, "calls": args.calls,
              "est_calls": args.est_calls, "threads": args.threads, "trainer": args.trainer,
-             "flow": args.flow, **({"stratify": False} if args.iid else {}),
+             "flow": args.flow, "progress": args.progress,
+             **({"stratify": False} if args.iid else {}),
              **({"combine": bool(args.combine)} if args.combine is not None else {}),
              **({"combine_from": args.combine_from} if args.combine_from is not None else {})}
             for w in args.only.split(",") for m in methods
