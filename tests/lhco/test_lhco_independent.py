@@ -54,3 +54,28 @@ def test_physics_the_benchmark_relies_on(files: dict[str, Path]) -> None:
     assert np.median(s[sr_s, 3:5]) < 0.5
     assert 0.08 < np.median(s[sr_s, 1]) < 0.12
     assert 0.4 < np.median(s[sr_s, 1] + s[sr_s, 2]) < 0.55
+
+
+def test_narrow_signal_keeps_the_background(tmp_path: Path) -> None:
+    """``--signal narrow``: the same background events, a signal with narrower X / Y jet
+    masses and fewer lost prongs (more of it in the SR) than the default broad one."""
+    spec = importlib.util.spec_from_file_location("lhco_independent", SRC)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = {}
+    for shape in ("broad", "narrow"):
+        rng = np.random.default_rng(5)
+        rows[shape] = (mod.background(rng, 2000), mod.signal(rng, 4000, shape))
+    assert np.array_equal(rows["broad"][0], rows["narrow"][0])
+    spread = {}
+    for shape, (_, sig) in rows.items():
+        mod.write_frame(tmp_path / f"{shape}.h5", sig)
+        s = load_lhco(tmp_path / f"{shape}.h5")
+        sr = signal_region_mask(s[:, 0])
+        q = np.quantile(s[sr, 1], [0.25, 0.75])          # lighter jet: Y(100 GeV)
+        spread[shape] = ((q[1] - q[0]) / np.median(s[sr, 1]), sr.mean())
+        assert 0.08 < np.median(s[sr, 1]) < 0.12
+    assert spread["narrow"][0] < 0.6 * spread["broad"][0]
+    assert spread["narrow"][1] > spread["broad"][1] + 0.05
+    with pytest.raises(ValueError, match="signal shape"):
+        mod.signal(np.random.default_rng(0), 10, "wide")
