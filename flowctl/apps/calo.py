@@ -34,6 +34,7 @@ import itertools
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -690,20 +691,32 @@ def _classifier_cfg(cfg: dict[str, Any]):
 def _auc_runs(cfg: dict[str, Any], truth: Showers, gen: Showers
               ) -> tuple[dict[str, Any], dict[str, Any]]:
     """CaloGAN classifier generated (label 0) vs truth (label 1) per variant."""
-    from flowctl.classifiers import train_classifier
     from flowctl.metrics.calo import classifier_inputs
 
-    ccfg = _classifier_cfg(cfg)
     variants = (cfg.get("classifier") or {}).get("variants") or list(CALOGAN_VARIANTS)
     thr = _threshold(cfg)
-    nums, results = {}, {}
     for var in variants:
         if var not in CALOGAN_VARIANTS:
             raise UserError(f"classifier.variants: unknown {var!r} "
                             "(unnormalized | normalized)")
-        norm = var == "normalized"
-        xg = classifier_inputs(gen.energy, gen.voxels, gen.layer_shapes, norm, thr)
-        xt = classifier_inputs(truth.energy, truth.voxels, truth.layer_shapes, norm, thr)
+
+    def inputs(s: Showers, var: str) -> np.ndarray:
+        return classifier_inputs(s.energy, s.voxels, s.layer_shapes, var == "normalized", thr)
+
+    return _train_variants(cfg, variants, truth, gen, inputs)
+
+
+def _train_variants(cfg: dict[str, Any], variants: list[str], truth: Showers, gen: Showers,
+                    inputs: Callable[[Showers, str], np.ndarray]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One classifier generated (label 0) vs truth (label 1) per variant, on ``inputs(s, var)``;
+    returns ``({variant: summary}, {variant: (result, generated inputs)})``."""
+    from flowctl.classifiers import train_classifier
+
+    ccfg = _classifier_cfg(cfg)
+    nums, results = {}, {}
+    for var in variants:
+        xg, xt = inputs(gen, var), inputs(truth, var)
         try:
             r = train_classifier(xg, xt, ccfg)
         except ValueError as exc:
@@ -725,26 +738,15 @@ def _challenge_inputs(geo: Geometry, s: Showers, var: str, min_e: float) -> np.n
 def _challenge_auc(cfg: dict[str, Any], geo: Geometry, truth: Showers, gen: Showers,
                    min_e: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """The challenge's DNN classifier (generated = 0, truth = 1) per variant."""
-    from flowctl.classifiers import train_classifier
-
-    ccfg = _classifier_cfg(cfg)
     variants = (cfg.get("classifier") or {}).get("variants") or ["low_normed", "high"]
     if all(v in CALOGAN_VARIANTS for v in variants):  # a CaloGAN config's default list
         variants = ["low_normed", "high"]
-    nums, results = {}, {}
     for var in variants:
         if var not in CHALLENGE_VARIANTS:
             raise UserError(f"classifier.variants: {var!r} is not a CaloChallenge variant "
                             f"({', '.join(CHALLENGE_VARIANTS)})")
-        xg = _challenge_inputs(geo, gen, var, min_e)
-        xt = _challenge_inputs(geo, truth, var, min_e)
-        try:
-            r = train_classifier(xg, xt, ccfg)
-        except ValueError as exc:
-            raise UserError(f"classifier: {exc}") from None
-        nums[var] = r.summary()
-        results[var] = (r, xg)
-    return nums, results
+    return _train_variants(cfg, variants, truth, gen,
+                           lambda s, var: _challenge_inputs(geo, s, var, min_e))
 
 
 def _truth_showers(cfg: dict[str, Any], n: int | None, geo: Geometry | None) -> Showers:
