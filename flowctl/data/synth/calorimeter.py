@@ -60,7 +60,7 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
 
 
-def _gamma_cdf(shape: np.ndarray, x: np.ndarray) -> np.ndarray:
+def gamma_cdf(shape: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Regularised lower incomplete gamma P(shape, x), with x <= 0 -> 0."""
     xs = np.maximum(x, 0.0)
     return torch.special.gammainc(_t(shape), _t(xs)).numpy()
@@ -101,15 +101,24 @@ def _deposit(mu: np.ndarray, hits_per_mev: float, shape_k: float,
     return np.where(n > 0, e, 0.0)
 
 
+#: Scale b (per X0) of the Gamma longitudinal profile of an EM shower.
+EM_PROFILE_B = 0.5
+
+
+def em_profile_shape(e_mev: np.ndarray, c: float, rng: np.random.Generator,
+                     e_crit_mev: float = E_CRIT_MEV) -> np.ndarray:
+    """Shape ``a [N]`` of the Gamma longitudinal profile (scale ``EM_PROFILE_B`` per X0) of EM
+    showers of energy ``e_mev [N]`` MeV: shower maximum ``ln(E/E_c) + c`` X0, smeared by 0.6 X0."""
+    t_max = np.log(np.maximum(e_mev, 2 * e_crit_mev) / e_crit_mev) + c
+    t_max = np.maximum(t_max + rng.normal(0.0, 0.6, len(e_mev)), 0.3)
+    return EM_PROFILE_B * t_max + 1.0
+
+
 def _em_profile(e_mev: np.ndarray, start: np.ndarray, c: float,
                 rng: np.random.Generator) -> np.ndarray:
     """Fractions of an electromagnetic shower's energy in the three layers ``[N, 3]``."""
-    n = len(e_mev)
-    t_max = np.log(np.maximum(e_mev, 2 * E_CRIT_MEV) / E_CRIT_MEV) + c
-    t_max = np.maximum(t_max + rng.normal(0.0, 0.6, n), 0.3)
-    b = 0.5
-    a = b * t_max + 1.0
-    cdf = np.stack([_gamma_cdf(a, b * (edge - start)) for edge in X0_EDGES], 1)
+    a = em_profile_shape(e_mev, c, rng)
+    cdf = np.stack([gamma_cdf(a, EM_PROFILE_B * (edge - start)) for edge in X0_EDGES], 1)
     return np.diff(cdf, axis=1)
 
 

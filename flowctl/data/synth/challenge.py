@@ -42,6 +42,7 @@ import numpy as np
 
 from flowctl.calo.geometry import Geometry, load_binning
 from flowctl.data.calo import write_calochallenge
+from flowctl.data.synth.calorimeter import EM_PROFILE_B, em_profile_shape, gamma_cdf
 
 __all__ = ["DS1_ENERGIES_MEV", "generate", "main", "write"]
 
@@ -75,23 +76,13 @@ def _core_mm(g: Geometry) -> float:
     return 2.0 if g.dataset in ("2", "3") else 12.0
 
 
-def _gamma_cdf(shape: np.ndarray, x: np.ndarray) -> np.ndarray:
-    import torch
-
-    xs = torch.from_numpy(np.maximum(np.broadcast_to(x, np.shape(shape)), 0.0).astype(np.float64))
-    return torch.special.gammainc(torch.from_numpy(shape.astype(np.float64)), xs).numpy()
-
-
 def _em_fractions(e_mev: np.ndarray, start: np.ndarray, c: float, depth: np.ndarray,
                   rng: np.random.Generator) -> np.ndarray:
     """Fraction of an EM shower's energy in each layer ``[N, L]`` (Gamma profile, b = 0.5)."""
-    n = len(e_mev)
-    t_max = np.log(np.maximum(e_mev, 2 * E_CRIT_MEV) / E_CRIT_MEV) + c
-    t_max = np.maximum(t_max + rng.normal(0.0, 0.6, n), 0.3)
-    b = 0.5
-    a = b * t_max + 1.0
-    lo = _gamma_cdf(a[:, None] * np.ones((1, len(depth))), b * (depth[None, :, 0] - start[:, None]))
-    hi = _gamma_cdf(a[:, None] * np.ones((1, len(depth))), b * (depth[None, :, 1] - start[:, None]))
+    a = em_profile_shape(e_mev, c, rng, E_CRIT_MEV)[:, None] * np.ones((1, len(depth)))
+    b = EM_PROFILE_B
+    lo = gamma_cdf(a, b * (depth[None, :, 0] - start[:, None]))
+    hi = gamma_cdf(a, b * (depth[None, :, 1] - start[:, None]))
     return np.clip(hi - lo, 0.0, 1.0)
 
 
