@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import pickletools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -210,27 +211,46 @@ def _string_dataset(g: h5py.Group, name: str, values: Sequence[str]) -> h5py.Dat
     return g[name]
 
 
+def _frame_values(columns: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Column names and their values as one float64 block ``[N, k]``."""
+    names = list(columns)
+    return names, np.stack([np.asarray(columns[c], np.float64) for c in names], axis=1)
+
+
+@contextmanager
+def _pytables_group(path: str | Path, key: str, attrs: Mapping[str, object]
+                    ) -> Iterator[h5py.Group]:
+    """The group ``KEY`` of a new HDF5 file laid out as PyTables writes one (root and group
+    attributes, group attributes ``attrs`` added); written under a temporary name and moved
+    onto ``path`` only when the block finishes, so a failure leaves no half-written file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            _set_attrs(f, {"CLASS": "GROUP", "PYTABLES_FORMAT_VERSION": "2.1", "TITLE": "",
+                           "VERSION": "1.0"})
+            g = f.create_group(key)
+            _set_attrs(g, {"CLASS": "GROUP", "TITLE": "", "VERSION": "1.0", **attrs})
+            yield g
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(p)
+
+
 def write_pandas_fixed(path: str | Path, columns: Mapping[str, np.ndarray],
                        key: str = "df") -> Path:
     """Write ``{column: [N] float array}`` as ``DataFrame.to_hdf(path, key=key)`` (fixed
     format, one float64 block, RangeIndex) does, with h5py: same groups, datasets, string
     types and attributes, so ``pandas.read_hdf`` reads it back unchanged."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    names = list(columns)
-    vals = np.stack([np.asarray(columns[c], np.float64) for c in names], axis=1)
+    names, vals = _frame_values(columns)
     n = vals.shape[0]
-    tmp = p.with_name(p.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        _set_attrs(f, {"CLASS": "GROUP", "PYTABLES_FORMAT_VERSION": "2.1", "TITLE": "",
-                       "VERSION": "1.0"})
-        g = f.create_group(key)
-        _set_attrs(g, {
-            "CLASS": "GROUP", "TITLE": "", "VERSION": "1.0",
+    with _pytables_group(path, key, {
             "axis0_variety": "regular", "axis1_variety": "regular",
             "block0_items_variety": "regular", "encoding": "UTF-8", "errors": "strict",
             "nblocks": np.int64(1), "ndim": np.int64(2), "pandas_type": "frame",
-        })
+    }) as g:
         array = {"CLASS": "ARRAY", "FLAVOR": "numpy", "TITLE": "", "VERSION": "2.4",
                  "transposed": np.uint8(1)}
         strings = {**array, "kind": "string", "name": b"N.", "nan_rep": ""}
@@ -239,8 +259,7 @@ def write_pandas_fixed(path: str | Path, columns: Mapping[str, np.ndarray],
                    {**array, "kind": "integer", "name": b"N."})
         _set_attrs(_string_dataset(g, "block0_items", names), strings)
         _set_attrs(g.create_dataset("block0_values", data=vals), array)
-    tmp.replace(p)
-    return p
+    return Path(path)
 
 
 def _pickle0(obj: object) -> bytes:
@@ -258,22 +277,13 @@ def write_pandas_table(path: str | Path, columns: Mapping[str, np.ndarray],
     index), with h5py: a compound dataset ``KEY/table`` of ``(index, values_block_0 [k])``
     plus the group and table attributes pandas reads (text as UTF-8 strings, pickled
     metadata as ASCII bytes, as PyTables stores them)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    names = list(columns)
-    vals = np.stack([np.asarray(columns[c], np.float64) for c in names], axis=1)
+    names, vals = _frame_values(columns)
     n = vals.shape[0]
     dt = np.dtype([("index", "<i8"), ("values_block_0", "<f8", (len(names),))])
     rows = np.zeros(n, dt)
     rows["index"] = np.arange(n)
     rows["values_block_0"] = vals
-    tmp = p.with_name(p.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        _set_attrs(f, {"CLASS": "GROUP", "PYTABLES_FORMAT_VERSION": "2.1", "TITLE": "",
-                       "VERSION": "1.0"})
-        g = f.create_group(key)
-        _set_attrs(g, {
-            "CLASS": "GROUP", "TITLE": "", "VERSION": "1.0",
+    with _pytables_group(path, key, {
             "data_col_nan_rep": np.uint8(1), "data_columns": _pickle0([]),
             "encoding": "UTF-8", "errors": "strict",
             "index_cols": _pickle0([(0, "index")]),
@@ -282,7 +292,7 @@ def write_pandas_table(path: str | Path, columns: Mapping[str, np.ndarray],
             "levels": np.int64(1), "mi_level_nan_rep": np.uint8(0), "nan_rep": "N.",
             "non_index_axes": _pickle0([(1, names)]), "pandas_type": "frame_table",
             "table_type": "appendable_frame", "values_cols": _pickle0(["values_block_0"]),
-        })
+    }) as g:
         t = g.create_dataset("table", data=rows, maxshape=(None,),
                              chunks=(max(1, min(n, 4096)),))
         _set_attrs(t, {
@@ -292,8 +302,7 @@ def write_pandas_table(path: str | Path, columns: Mapping[str, np.ndarray],
             "values_block_0_dtype": "float64", "values_block_0_kind": _pickle0(names),
             "values_block_0_meta": "N.",
         })
-    tmp.replace(p)
-    return p
+    return Path(path)
 
 
 # --------------------------------------------------------------------------- LHCO
