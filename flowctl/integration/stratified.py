@@ -27,60 +27,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flowctl.flows.core import Flow
-from flowctl.flows.distributions import BoxUniform
 from flowctl.integration.sampler import GridFlow, Mixture
 from flowctl.integration.sampling import Guarded, flow_weights
+from flowctl.integration.strata import (
+    is_unit_flow,
+    strata_per_axis,
+    stratified_mean,
+    stratified_uniform,
+    unit_latent_map,
+)
 from flowctl.metrics.integration import estimate
 
 __all__ = ["StratifiedEstimate", "can_stratify", "fresh_estimate", "latent_map",
            "strata_per_axis", "stratified_estimate", "stratified_uniform"]
-
-
-def strata_per_axis(n: int, dim: int, per_stratum: int = 2) -> list[int]:
-    """Strata per axis [dim] with prod <= n // per_stratum, as equal as possible (the first
-    axes get one more where the product allows)."""
-    h_max = max(1, n // max(1, per_stratum))
-    base = 1
-    while (base + 1) ** dim <= h_max:
-        base += 1
-    s = [base] * dim
-    total = base**dim
-    for d in range(dim):
-        if total // base * (base + 1) <= h_max:
-            s[d] += 1
-            total = total // base * (base + 1)
-    return s
-
-
-def stratified_uniform(n: int, strata: list[int], generator: torch.Generator | None = None
-                       ) -> tuple[Tensor, Tensor]:
-    """``n`` points z [n, D] (float64) uniform in [0,1]^D, stratified: each of the
-    H = prod(strata) hypercubes gets n // H points and n % H random ones one more; and the
-    hypercube index of each point [n] (long)."""
-    h = math.prod(strata)
-    if n < h:
-        raise ValueError(f"{n} points cannot fill {h} strata")
-    counts = torch.full((h,), n // h, dtype=torch.long)
-    extra = n - int(counts.sum())
-    if extra:
-        counts[torch.randperm(h, generator=generator)[:extra]] += 1
-    cube = torch.repeat_interleave(torch.arange(h), counts)
-    idx = []
-    rest = cube.clone()
-    for s in reversed(strata):
-        idx.append(rest % s)
-        rest = rest // s
-    multi = torch.stack(idx[::-1], 1).to(torch.float64)
-    sizes = torch.tensor(strata, dtype=torch.float64)
-    u = torch.rand(n, len(strata), dtype=torch.float64, generator=generator)
-    return (multi + u) / sizes, cube
-
-
-def _is_unit_flow(m: nn.Module) -> bool:
-    return isinstance(m, Flow) and isinstance(m.base, BoxUniform) \
-        and float(m.base.low) == 0.0 and float(m.base.high) == 1.0 \
-        and m.context_features == 0
 
 
 def can_stratify(sampler: nn.Module) -> bool:
@@ -89,8 +48,8 @@ def can_stratify(sampler: nn.Module) -> bool:
     if isinstance(sampler, Mixture):
         return all(can_stratify(s) for s in sampler.samplers)
     if isinstance(sampler, GridFlow):
-        return _is_unit_flow(sampler.flow)
-    return _is_unit_flow(sampler)
+        return is_unit_flow(sampler.flow)
+    return is_unit_flow(sampler)
 
 
 def latent_map(sampler: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,10 +59,7 @@ def latent_map(sampler: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
         y, log_q = latent_map(sampler.flow, z)
         x, log_j = sampler.grid(y)
         return x, log_q - log_j
-    ref = next(sampler.parameters())
-    zz = z.to(dtype=ref.dtype, device=ref.device)
-    x, ld = sampler.transform.inverse(zz)
-    return x, (sampler.base.log_prob(zz) - ld).double()
+    return unit_latent_map(sampler, z)
 
 
 @dataclass
@@ -146,14 +102,7 @@ def _channel(sampler: nn.Module, f: Callable[[Tensor], Tensor], log_q_of: Callab
         ws.append(w.cpu())
         xs.append(x.double().cpu())
     w = torch.cat(ws)
-    h = math.prod(strata)
-    cnt = torch.bincount(cube, minlength=h).double()
-    s1 = torch.zeros(h, dtype=torch.float64).index_add_(0, cube, w)
-    s2 = torch.zeros(h, dtype=torch.float64).index_add_(0, cube, w * w)
-    mean_h = s1 / cnt
-    var_h = (s2 - cnt * mean_h**2).clamp_min(0) / (cnt - 1)
-    mean = float(mean_h.mean())
-    var = float((var_h / cnt).sum() / h**2)
+    mean, var = stratified_mean(w, cube, math.prod(strata))
     return mean, var, w.numpy(), torch.cat(xs).numpy(), strata
 
 

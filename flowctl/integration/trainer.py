@@ -12,6 +12,11 @@ learns |f|^beta instead of |f|, with beta rising geometrically from ``anneal_bet
 For a narrow peak |f|^beta is a peak 1/sqrt(beta) times wider, which a flow that starts
 uniform can find; it then follows the peak as it narrows (tempering, as in annealed
 importance sampling, Neal 1998).
+
+Stratified batches (``stratify_batches``, a unit flow only): each online batch's latent
+points are drawn in VEGAS's hypercubes (:mod:`.strata`) instead of i.i.d. Every point is
+still distributed as q, so losses and buffer are unchanged; the batch's estimate and error
+(the history, which :mod:`.combine` joins to the answer) are the stratified ones.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ from torch import Tensor
 from flowctl.integration.buffer import Buffer
 from flowctl.integration.errors import IntegrationError, NonFiniteError
 from flowctl.integration.losses import LOSSES
+from flowctl.integration.strata import (
+    is_unit_flow,
+    strata_per_axis,
+    stratified_mean,
+    stratified_uniform,
+    unit_latent_map,
+)
 
 __all__ = ["FORMAT", "TRAINER_DEFAULTS", "NISResult", "beta_at", "check_trainer", "lr_at",
            "pos_int",
@@ -43,7 +55,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "grad_clip": 10.0, "device": "auto", "checkpoint_every": 10, "log_every": 10,
     "resume": False, "max_nonfinite_losses": 0.05, "grid": False, "grid_calls": 0.2,
     "grid_bins": 256, "grid_alpha": 0.5, "channels": "auto", "anneal": 0.0,
-    "anneal_beta0": 0.02,
+    "anneal_beta0": 0.02, "stratify_batches": False,
 }
 """Settings of :func:`train_sampler` (``trainer`` section of the integrate configs); ``grid*``
 and ``channels`` are read by :mod:`flowctl.integration.sampler`."""
@@ -119,6 +131,9 @@ def check_trainer(tr: dict[str, Any]) -> None:
             raise IntegrationError(f"trainer.{key} must be a number in [0, 1], got {v!r}")
     if tr.get("anneal") and not tr.get("anneal_beta0"):
         raise IntegrationError("trainer.anneal_beta0 must be > 0 when trainer.anneal is on")
+    if not isinstance(tr.get("stratify_batches", False), bool):
+        raise IntegrationError(f"trainer.stratify_batches must be true or false, got "
+                               f"{tr.get('stratify_batches')!r}")
     m = tr.get("max_nonfinite_losses", 0.05)
     if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
         raise IntegrationError(f"trainer.max_nonfinite_losses must be a fraction in [0, 1], "
@@ -154,6 +169,8 @@ def train_sampler(flow: torch.nn.Module, f: Callable[[Tensor], Tensor], tr: dict
     opt = torch.optim.Adam(flow.parameters(), lr=float(tr["lr"]))
     buf = Buffer(cap, dim, device) if cap > 0 else None
     gen = torch.Generator(device=device).manual_seed(seed + 12345)
+    strat = bool(tr.get("stratify_batches")) and is_unit_flow(flow)
+    sgen = torch.Generator().manual_seed(seed + 777)
     calls = steps = online = bad_losses = 0
     history: list[dict[str, float]] = []
     resumed = False
@@ -213,15 +230,25 @@ def train_sampler(flow: torch.nn.Module, f: Callable[[Tensor], Tensor], tr: dict
     try:
         while calls < budget:
             m = min(batch, budget - calls)
+            cube = None
             with torch.no_grad():
-                x, log_q = flow.sample_and_log_prob(m)
+                if strat and m >= 4:
+                    strata = strata_per_axis(m, dim)
+                    z, cube = stratified_uniform(m, strata, sgen)
+                    x, log_q = unit_latent_map(flow, z)
+                else:
+                    x, log_q = flow.sample_and_log_prob(m)
                 fx = f(x)
             calls += m
             f_abs = fx.abs()
             log_q = log_q.double()
             w = fx * torch.exp(-log_q)
-            mean = float(w.mean())
-            std = float(w.std()) if m > 1 else float("nan")
+            if cube is not None:  # the stratified mean; std: its error times sqrt(m)
+                mean, var = stratified_mean(w, cube, math.prod(strata))
+                std = math.sqrt(max(var, 0.0) * m)
+            else:
+                mean = float(w.mean())
+                std = float(w.std()) if m > 1 else float("nan")
             beta = beta_at(online, n_online, tr)
             target = f_abs if beta == 1.0 else f_abs.pow(beta)
             loss = step(loss_fn(target, flow.log_prob(x), log_q)) if m >= 2 else float("nan")
