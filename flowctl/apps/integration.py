@@ -42,19 +42,26 @@ from flowctl.integration import (
     build_sampler,
     channel_centres,
     check_trainer,
-    flow_weights,
     plain_mc,
-    run_vegas,
     train_nis,
     vegas_available,
 )
-from flowctl.integration.answer import finite_or_fail, flowctl_answer
-from flowctl.integration.peers import diagnosis, plain_peer, vegas_peer
+from flowctl.integration.answer import finite_or_fail, flowctl_answer, iid_answer
+from flowctl.integration.diagnostics import check_thresholds
+from flowctl.integration.peers import plain_peer, reference_sample, vegas_peer
 from flowctl.integration.persist import save_sampler
-from flowctl.integration.report import method_row, results_table, write_history
+from flowctl.integration.report import (
+    header_line,
+    integrate_record,
+    method_row,
+    results_table,
+    summary_lines,
+    write_history,
+)
 from flowctl.integration.sampling import embedded, sampling_dim
-from flowctl.integration.unweight import unweight
-from flowctl.metrics.integration import estimate, pull, unweighting_efficiency
+from flowctl.integration.trainer import pos_int
+from flowctl.integration.unweight import calibrated_unweight
+from flowctl.metrics.integration import estimate
 
 __all__ = ["COMMANDS", "DEFAULTS", "evaluate", "flow_spec", "integrate", "load_integrand",
            "load_sampler", "sample", "sampling_dim"]
@@ -86,24 +93,18 @@ def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _pos_int(section: dict[str, Any], key: str, where: str, minimum: int = 1) -> int:
-    v = section.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
-        raise UserError(f"{where}.{key} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
+    try:
+        return pos_int(section, key, where, minimum)
+    except IntegrationError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _reliability(cfg: dict[str, Any]) -> dict[str, Any]:
     rel = _section(cfg, "reliability")
-    for key in ("k_max", "min_tail_share", "min_ess", "max_share", "max_error_of_error",
-                "max_nonfinite"):
-        v = rel[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise UserError(f"reliability.{key} must be a number >= 0, got {v!r}")
-    for key in ("max_nonfinite", "min_tail_share"):
-        if rel[key] > 1:
-            raise UserError(f"reliability.{key} must be a fraction in [0, 1], got "
-                            f"{rel[key]!r}")
-    _pos_int(rel, "subbatches", "reliability", 2)
+    try:
+        check_thresholds(rel)
+    except IntegrationError as exc:
+        raise UserError(str(exc)) from None
     return rel
 
 
@@ -181,18 +182,8 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         return build_flow(cfg["flow"]).to(device)
 
     if main:
-        ex = f" (exact {ig.exact:.10g})" if ig.exact is not None else ""
         n_par = sum(p.numel() for p in make_flow().parameters()) * n_ch
-        extras = []
-        if tr.get("grid"):
-            extras.append(f"VEGAS grid ({tr['grid_bins']} bins) under the flow")
-        if n_ch > 1:
-            extras.append(f"{n_ch} channels (one per peak)")
-        print(f"integrate: {ig.name} in D={ig.dim}{ex}; flow {cfg['flow']['transforms']} "
-              f"coupling RQS layers, {n_par} parameters"
-              + (f", {', '.join(extras)}" if extras else "")
-              + f"; loss {tr['loss']}, {tr['calls']} training + {n_est} estimate calls"
-              + (" (1-D: embedded in 2-D with a flat dummy axis)" if ig.dim == 1 else ""))
+        print(header_line(ig, cfg["flow"], n_par, tr, n_ch, n_est))
     torch.manual_seed(seed)
     ckdir = run_dir / "checkpoints"
     try:
@@ -230,53 +221,14 @@ def integrate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         else:
             vegas_note = "VEGAS skipped: install the optional extra `pip install flowctl[peers]`"
 
-    out = {
-        "command": "integrate", "integrand": ig.name, "dim": ig.dim, "exact": ig.exact,
-        "exact_error": ig.exact_error, "units": ig.units, "loss": tr["loss"],
-        "calls_total": total, "train": {"calls": res.calls, "grid_calls": res.grid_calls,
-                                        "steps": res.steps,
-                                        "online_steps": res.online_steps,
-                                        "channels": res.channels,
-                                        "nonfinite_losses": res.nonfinite_losses,
-                                        "nonfinite_values": train_nonfinite,
-                                        "wall_s": round(res.wall_s, 3),
-                                        "resumed": res.resumed},
-        "nonfinite": counter.as_dict(),
-        "methods": {r["method"]: r for r in rows},
-    }
-    out.update({k: est[k] for k in ("integral", "error", "rel_std", "rel_std_iid",
-                                    "stratified", "ess", "ess_fraction",
-                                    "reliable", "reason", "pareto_k", "tail_variance_share",
-                                    "max_weight_share", "error_of_error",
-                                    "fresh_integral", "fresh_error")})
-    if "combined" in est:
-        out["combined"] = est["combined"]
-    out["pull"] = rows[0]["pull"]
-    out["unweighting_efficiency"] = est["unweighting"]["efficiency"]
-    if vegas_note:
-        out["vegas_note"] = vegas_note
+    out = integrate_record(ig, str(tr["loss"]), res, train_nonfinite, counter.as_dict(), est,
+                           rows, vegas_note)
     update_metrics_json(run_dir, {"integrate": out})
     if main:
         print(results_table(rows, ig.units))
-        for r in rows:
-            if r.get("modes"):
-                print(f"{r['method']}: {r['modes']['summary']}")
-        print(est["summary"])
-        comb = est.get("combined")
-        if comb and comb.get("used"):
-            t = comb["training"]
-            print(f"flowctl: {t['batches']} late training batches ({t['calls']} calls) joined "
-                  f"to the fresh estimate: error {est['fresh_error']:.3g} -> {est['error']:.3g}")
-        elif comb:
-            print(f"flowctl: fresh estimate alone ({comb['reason']})")
-        if res.nonfinite_losses:
-            print(f"flowctl: {res.nonfinite_losses} training steps had a non-finite loss "
-                  "(skipped)")
-        if vegas_note:
-            print(vegas_note)
-        if peers.get("vegas") and vegas_available() and peers.get("vegas_unweight_calls"):
-            print("flowctl: fresh-sample estimate from points independent of training; "
-                  "VEGAS unweighting from extra points of its final map")
+        for line in summary_lines(rows, est, res.nonfinite_losses, vegas_note, bool(
+                peers.get("vegas") and vegas_available() and peers.get("vegas_unweight_calls"))):
+            print(line)
         print(f"run directory: {run_dir}")
     return out
 
@@ -305,7 +257,7 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     ``weights`` [n] (sign times max(1, |w|/w_max); unit for most events) and attributes with
     the efficiency and the integral.
     """
-    import h5py
+    from flowctl.atomic import write_h5
 
     n = int(cfg.get("n", 10000))
     if n <= 0:
@@ -316,15 +268,13 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     counter = NonFinite(float(_reliability(cfg)["max_nonfinite"]))
     f = Guarded(embedded(ig), counter)
     t0 = time.perf_counter()
-    torch.manual_seed(seed + 2)
     n_cal = int(es["calls"])
-    w_cal, _ = flow_weights(flow, f, n_cal, batch=int(es["batch"]))
-    stats = unweighting_efficiency(w_cal, int(uw["replicas"]), uw["replica_size"], seed=seed)
-    w_max = stats.w_max
     try:
-        ev = unweight(flow, f, n, w_max, w_cal, stats.efficiency, int(es["batch"]), seed)
+        ev, stats = calibrated_unweight(flow, f, n, n_cal, int(es["batch"]),
+                                        int(uw["replicas"]), uw["replica_size"], seed)
     except IntegrationError as exc:
         raise UserError(str(exc)) from None
+    w_max = stats.w_max
     x, wt, tried, efficiency = ev.x, ev.weights, ev.tried, ev.efficiency
     x_ig = x[:, : ig.dim]
     est = estimate(ev.all_weights)
@@ -334,21 +284,17 @@ def sample(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         mom = ig.momenta(torch.from_numpy(x_ig), torch.Generator().manual_seed(seed + 4)).numpy()
     dt = time.perf_counter() - t0
     if is_main_process():
-        tmp = path.with_suffix(".h5.tmp")
-        with h5py.File(tmp, "w") as h:
-            h.create_dataset("x", data=x_ig, compression="gzip", compression_opts=1)
-            if mom is not None:
-                d = h.create_dataset("momenta", data=mom, compression="gzip", compression_opts=1)
-                d.attrs["particles"] = ",".join(ig.particles)
-                d.attrs["components"] = "E,px,py,pz"
-                d.attrs["units"] = "GeV"
-            if bool(cfg.get("write_weights", True)):
-                h.create_dataset("weights", data=wt)
-            h.attrs.update({"n": n, "integrand": ig.name, "efficiency": efficiency,
-                            "w_max": w_max, "integral": est.integral, "error": est.error,
-                            "calls": n_cal + tried, "seed": seed,
-                            "overweight_fraction": float(np.mean(np.abs(wt) > 1))})
-        tmp.replace(path)
+        data: dict[str, Any] = {"x": x_ig}
+        if mom is not None:
+            data["momenta"] = mom
+        if bool(cfg.get("write_weights", True)):
+            data["weights"] = wt
+        write_h5(path, data, attrs={
+            "n": n, "integrand": ig.name, "efficiency": efficiency, "w_max": w_max,
+            "integral": est.integral, "error": est.error, "calls": n_cal + tried,
+            "seed": seed, "overweight_fraction": float(np.mean(np.abs(wt) > 1))},
+            dataset_attrs={"momenta": {"particles": ",".join(ig.particles),
+                                       "components": "E,px,py,pz", "units": "GeV"}})
     out = {"command": "sample", "n": n, "file": str(path), "efficiency": efficiency,
            "efficiency_predicted": stats.efficiency, "w_max": w_max,
            "overweight_events": int(np.sum(np.abs(wt) > 1)), "calls": n_cal + tried,
@@ -377,23 +323,12 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     counter = NonFinite(float(rel["max_nonfinite"]))
     f = Guarded(embedded(ig), counter)
     n = _pos_int(ev, "n", "eval", 2)
-    torch.manual_seed(seed + 5)
-    w, x = flow_weights(flow, f, n, keep_x=True)
-    assert x is not None
-    est = estimate(w)
-    stats = unweighting_efficiency(w, int(uw["replicas"]), uw["replica_size"], seed=seed)
-    p = pull(est.integral, est.error, ig.exact, ig.exact_error)
-    ref_name = "plain MC"
-    if peers.get("vegas") and vegas_available():
-        v = run_vegas(f, sampling_dim(ig), n, int(peers["vegas_iterations"]),
-                      int(peers["vegas_adapt"]), seed, unweight_calls=n)
-        w_ref, x_ref = v["weights"], v["points"]
-        ref_name = "VEGAS"
-    else:
-        w_ref = plain_mc(f, sampling_dim(ig), n, seed)
-        x_ref = torch.rand(n, sampling_dim(ig), dtype=torch.float64,
-                           generator=torch.Generator().manual_seed(seed + 777)).numpy()
+    ref_name, w_ref, x_ref = reference_sample(f, sampling_dim(ig), n, peers, seed)
     w_plain = plain_mc(f, sampling_dim(ig), n, seed + 1)
+    # the re-estimate from i.i.d. fresh points; its reliability line also counts the
+    # non-finite values of the reference runs above (as before)
+    out_est, w, x = iid_answer(flow, f, ig, n, rel, uw, seed=seed,
+                               extra=[r for r in [counter.reason()] if r])
     d = ig.dim
     x, x_ref = x[:, :d], x_ref[:, :d]
     plots: list[str] = []
@@ -424,17 +359,17 @@ def evaluate(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         hist = read_metrics_jsonl(run_dir)
         if hist:
             plots.append(str(P.save(P.training_curve(hist, ig.exact), pdir / "training.png")))
-    diag = diagnosis(w, rel, [r for r in [counter.reason()] if r])
-    out = {"command": "evaluate", "n": n, **est.as_dict(), "pull": p,
-           "unweighting": stats.as_dict(), "reference": ref_name, "plots": plots,
-           **{k: v for k, v in diag.items() if k != "summary"}}
+    out = {"command": "evaluate", "n": n,
+           **{k: v for k, v in out_est.items() if k != "summary"},
+           "reference": ref_name, "plots": plots}
     update_metrics_json(run_dir, {"evaluate": out})
     if main:
-        print(f"evaluate: {ig.name}: {est.integral:.8g} ± {est.error:.3g} from {n} fresh "
-              f"points" + (f", pull {p:+.2f}" if p is not None else "")
-              + f"; rel. std/pt {est.rel_std:.4g}, ESS/N {est.ess_fraction:.3f}, unweighting "
-              f"efficiency {100 * stats.efficiency:.2f}%")
-        print(diag["summary"])
+        p = out["pull"]
+        print(f"evaluate: {ig.name}: {out['integral']:.8g} ± {out['error']:.3g} from {n} "
+              f"fresh points" + (f", pull {p:+.2f}" if p is not None else "")
+              + f"; rel. std/pt {out['rel_std']:.4g}, ESS/N {out['ess_fraction']:.3f}, "
+              f"unweighting efficiency {100 * out['unweighting']['efficiency']:.2f}%")
+        print(out_est["summary"])
         if plots:
             print(f"plots: {run_dir / 'plots'}")
     return out

@@ -3,14 +3,17 @@
 Modules: ``losses`` (KL, variance, i-flow exponential), ``buffer`` (reused training points),
 ``trainer`` (the NIS training loop), ``grid`` (a VEGAS grid under the flow), ``sampler``
 (grid + flow, multi-channel mixtures, :func:`train_nis`), ``sampling`` (fresh-point weights,
-plain MC, the run-wide non-finite count, 1-D embedding), ``stratified`` (the estimate from
-stratified latent points), ``combine`` (the late training batches joined to the estimate),
-``answer`` (the estimate wiring: fresh estimate, combination, census, diagnostics,
-unweighting), ``diagnostics`` (ESS, max weight share, error of the error, Pareto k and the
-tail's share of the variance; ``reliable``), ``peers`` (plain MC and VEGAS rows), ``report``
-(table, rows, history file), ``persist`` (composite sampler checkpoints), ``vegas`` (the VEGAS
-peer), ``madnis`` (the MadNIS peer of the benchmark). ``flowctl.apps.integration`` wires
-them to configs and run directories.
+plain MC, the run-wide non-finite count, 1-D embedding), ``strata`` (stratified latent
+points and their mean, shared by the estimate and the trainer's stratified batches),
+``stratified`` (the estimate from stratified latent points), ``combine`` (the late training
+batches joined to the estimate), ``answer`` (the estimate wiring: fresh estimate,
+combination, census, diagnostics, unweighting; the i.i.d. re-estimate of ``evaluate``),
+``diagnostics`` (ESS, max weight share, error of the error, Pareto k and the tail's share of
+the variance; ``reliable``), ``peers`` (plain MC and VEGAS rows, the reference points of
+``evaluate``), ``report`` (opening line, table, rows, the lines under it, the metrics.json
+record, history file), ``unweight`` (calibrated accept/reject), ``persist`` (composite
+sampler checkpoints), ``vegas`` (the VEGAS peer), ``madnis`` (the MadNIS peer of the
+benchmark). ``flowctl.apps.integration`` wires them to configs and run directories.
 """
 
 from flowctl.integration.buffer import Buffer

@@ -2,7 +2,8 @@
 the peak census, the reliability checks and the unweighting efficiency, as one dict.
 
 :func:`flowctl_answer` is what ``flowctl integrate`` reports in its ``flowctl`` row and
-``metrics.json``; the benchmark builds the same from the same pieces. The integrand ``f``
+``metrics.json``; the benchmark builds the same from the same pieces. :func:`iid_answer` is
+the re-estimate of ``flowctl evaluate`` (i.i.d. points of a saved sampler). The integrand ``f``
 is usually :class:`~.sampling.Guarded`, so that non-finite values are counted run-wide.
 """
 
@@ -13,16 +14,19 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from flowctl.integration.combine import combine
 from flowctl.integration.errors import NonFiniteError
 from flowctl.integration.peers import census, diagnosis
 from flowctl.integration.sampler import TrainReport
+from flowctl.integration.sampling import flow_weights
 from flowctl.integration.stratified import fresh_estimate
-from flowctl.metrics.integration import unweighting_efficiency
+from flowctl.metrics.integration import estimate as weights_estimate
+from flowctl.metrics.integration import pull, unweighting_efficiency
 
-__all__ = ["finite_or_fail", "flowctl_answer"]
+__all__ = ["finite_or_fail", "flowctl_answer", "iid_answer"]
 
 
 def finite_or_fail(name: str, est: dict[str, Any]) -> None:
@@ -79,3 +83,24 @@ def flowctl_answer(report: TrainReport, f: Callable[[Tensor], Tensor], ig: Any, 
     est["channels"] = report.channels
     est["channel_alpha"] = report.channel_alpha
     return est, w, x
+
+
+def iid_answer(sampler: nn.Module, f: Callable[[Tensor], Tensor], ig: Any, n: int,
+               rel: dict[str, Any], unweight: dict[str, Any], *, seed: int = 0,
+               extra: list[str] | None = None
+               ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Re-estimate from ``n`` i.i.d. fresh points of a trained ``sampler``: a dict of the
+    estimate's fields (integral, error, rel. std per point, ESS, ...), ``pull`` (None
+    without an exact value), ``unweighting`` and the reliability checks (``summary``: their
+    one line), the weights [n] and the points [n, D]."""
+    torch.manual_seed(seed + 5)
+    w, x = flow_weights(sampler, f, n, keep_x=True)
+    assert x is not None
+    est = weights_estimate(w)
+    out = {**est.as_dict(),
+           "pull": pull(est.integral, est.error, ig.exact, ig.exact_error),
+           "unweighting": unweighting_efficiency(w, int(unweight["replicas"]),
+                                                 unweight["replica_size"],
+                                                 seed=seed).as_dict()}
+    out.update(diagnosis(w, rel, list(extra or [])))
+    return out, w, x

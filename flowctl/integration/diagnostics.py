@@ -37,12 +37,31 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["THRESHOLDS", "Reliability", "TailFit", "diagnose", "error_of_error", "gpd_tail",
-           "pareto_k", "tail_variance_share"]
+__all__ = ["THRESHOLDS", "Reliability", "TailFit", "check_thresholds", "diagnose",
+           "error_of_error", "gpd_tail", "pareto_k", "tail_variance_share"]
 
 THRESHOLDS: dict[str, float] = {"k_max": 0.7, "min_tail_share": 0.5, "min_ess": 100.0,
                                 "max_share": 0.01, "max_error_of_error": 0.5, "subbatches": 20}
 """Default limits of :func:`diagnose` (``reliability`` section of the integrate configs)."""
+
+
+def check_thresholds(rel: dict[str, Any]) -> None:
+    """Validate a ``reliability`` section (the keys of :data:`THRESHOLDS` and
+    ``max_nonfinite``) before any work; one-line :class:`~.errors.IntegrationError`."""
+    from flowctl.integration.errors import IntegrationError
+
+    for key in ("k_max", "min_tail_share", "min_ess", "max_share", "max_error_of_error",
+                "max_nonfinite"):
+        v = rel[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise IntegrationError(f"reliability.{key} must be a number >= 0, got {v!r}")
+    for key in ("max_nonfinite", "min_tail_share"):
+        if rel[key] > 1:
+            raise IntegrationError(f"reliability.{key} must be a fraction in [0, 1], got "
+                                   f"{rel[key]!r}")
+    v = rel.get("subbatches")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 2:
+        raise IntegrationError(f"reliability.subbatches must be an integer >= 2, got {v!r}")
 
 
 @dataclass

@@ -3,7 +3,9 @@
 :func:`plain_peer` (plain Monte Carlo) and :func:`vegas_peer` (VEGAS, optional extra) each
 return a dict of the estimate (integral, error, rel. std per point, ...), its reliability
 (``reliable``, ``reason``) and unweighting statistics, ready for a results table;
-:func:`census` says which peaks of a multi-peak integrand a sampler's points found.
+:func:`census` says which peaks of a multi-peak integrand a sampler's points found;
+:func:`reference_sample` gives the weighted reference points that ``evaluate`` plots
+against.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from flowctl.integration.diagnostics import diagnose
 from flowctl.integration.sampling import plain_mc
-from flowctl.integration.vegas import run_vegas
+from flowctl.integration.vegas import run_vegas, vegas_available
 from flowctl.metrics.integration import estimate, mode_census, unweighting_efficiency
 
-__all__ = ["census", "diagnosis", "plain_peer", "vegas_peer"]
+__all__ = ["census", "diagnosis", "plain_peer", "reference_sample", "vegas_peer"]
 
 
 def census(ig: Any, x: np.ndarray, w: np.ndarray) -> dict[str, Any]:
@@ -82,3 +85,18 @@ def vegas_peer(f: Callable[[Tensor], Tensor], dim: int, calls: int, seed: int,
     v["reliable"] = not reasons
     v["reason"] = "; ".join(reasons) or None
     return v
+
+
+def reference_sample(f: Callable[[Tensor], Tensor], dim: int, n: int, peers: dict[str, Any],
+                     seed: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """Weighted reference points for plots: (name, weights [n'], points [n', dim]) from
+    VEGAS's final map (``n`` calls and ``n`` extra points) when ``peers.vegas`` is on and
+    vegas is installed, else plain MC (``n`` uniform points)."""
+    if peers.get("vegas") and vegas_available():
+        v = run_vegas(f, dim, n, int(peers["vegas_iterations"]), int(peers["vegas_adapt"]),
+                      seed, unweight_calls=n)
+        return "VEGAS", v["weights"], v["points"]
+    w = plain_mc(f, dim, n, seed)
+    x = torch.rand(n, dim, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(seed + 777)).numpy()
+    return "plain MC", w, x

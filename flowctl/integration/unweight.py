@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from flowctl.integration.errors import IntegrationError
 from flowctl.integration.sampling import flow_weights
+from flowctl.metrics.integration import UnweightingStats, unweighting_efficiency
 
-__all__ = ["Events", "unweight"]
+__all__ = ["Events", "calibrated_unweight", "unweight"]
 
 
 @dataclass
@@ -62,3 +63,19 @@ def unweight(sampler: nn.Module, f: Callable[[Tensor], Tensor], n: int, w_max: f
             raise IntegrationError(f"unweighting stalled: {kept} events from {tried} points")
     return Events(np.concatenate(xs)[:n], np.concatenate(ws)[:n], tried,
                   np.concatenate(all_w), kept / tried)
+
+
+def calibrated_unweight(sampler: nn.Module, f: Callable[[Tensor], Tensor], n: int,
+                        calibration: int, batch: int, replicas: int,
+                        replica_size: int | None = None, seed: int = 0
+                        ) -> tuple[Events, UnweightingStats]:
+    """``n`` unweighted events with w_max from a calibration sample: ``calibration`` fresh
+    points, w_max = the bootstrap median maximum of ``replicas`` replicas (of
+    ``replica_size`` weights; None: non-zero weights / 50). Returns the events (calls
+    beyond the calibration: ``Events.tried``) and the calibration's unweighting statistics
+    (w_max, predicted efficiency)."""
+    torch.manual_seed(seed + 2)
+    w_cal, _ = flow_weights(sampler, f, calibration, batch=batch)
+    stats = unweighting_efficiency(w_cal, replicas, replica_size, seed=seed)
+    ev = unweight(sampler, f, n, stats.w_max, w_cal, stats.efficiency, batch, seed)
+    return ev, stats
