@@ -108,6 +108,7 @@ def run_one(task: str, budget: int, seed: int, rounds: int, obs: np.ndarray, arg
         rec["epochs"].append(m["train"]["epochs"])
         rec["train_s_each"].append(round(t, 1))
         rs = m["train"].get("rounds") or []
+        rs = rs + ([m["train"]["refine"]] if m["train"].get("refine") else [])  # the last fit
         rec["steps"].append(sum(r.get("steps") or 0 for r in rs) if rs
                             else m["train"].get("steps"))
         if rs and all("cpu_s" in r for r in rs):

@@ -148,11 +148,6 @@ def _flow_spec(cfg: dict[str, Any], p: int, c: int) -> dict[str, Any]:
     return spec
 
 
-def _nll(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    theta, ctx = batch
-    return -model.log_prob(theta, ctx).mean()
-
-
 def _trainer_cfg(cfg: dict[str, Any], n_train: int) -> dict[str, Any]:
     """The trainer group with the app's ``batch_size`` (``auto``: :func:`auto_batch_size` of
     ``n_train``; a number; null: keep ``trainer.batch_size``) filled in."""
@@ -167,20 +162,29 @@ def _trainer_cfg(cfg: dict[str, Any], n_train: int) -> dict[str, Any]:
     return t
 
 
+def _compile(cfg: dict[str, Any], n_simulations: int) -> bool:
+    """Whether the training loss is compiled (top-level ``compile``: auto | true | false)."""
+    from flowctl.apps.posterior_loss import use_compile
+
+    return use_compile(cfg.get("compile", False), n_simulations,
+                       str((cfg.get("trainer") or {}).get("device", "auto")))
+
+
 def _fit(flow: torch.nn.Module, cfg: dict[str, Any], train_set: tuple[np.ndarray, np.ndarray],
          val_set: tuple[np.ndarray, np.ndarray], run_dir: Path,
-         trainer_over: dict[str, Any] | None = None) -> dict[str, Any]:
+         trainer_over: dict[str, Any] | None = None, compiled: bool = False) -> dict[str, Any]:
     """One maximum-likelihood fit of q(θ | x) on ``(θ, x)`` pairs; returns the trainer summary
     and leaves the best epoch's weights in ``flow``. ``trainer_over`` overrides trainer keys
-    for this fit only (a sequential round's patience)."""
+    for this fit only (a sequential round's patience); ``compiled``: torch.compile the loss."""
     from torch.utils.data import TensorDataset
 
+    from flowctl.apps.posterior_loss import make_loss
     from flowctl.training import train as fit
 
     th, x = train_set
     vt, vx = val_set
     val = TensorDataset(torch.from_numpy(vt), _ctx(cfg, vx)) if len(vt) else None
-    summary = fit(flow, _nll, TensorDataset(torch.from_numpy(th), _ctx(cfg, x)), val,
+    summary = fit(flow, make_loss(compiled), TensorDataset(torch.from_numpy(th), _ctx(cfg, x)), val,
                   {**_trainer_cfg(cfg, len(th)), **(trainer_over or {})}, run_dir,
                   run_config=cfg)
     if summary.get("best_epoch") is not None:
@@ -215,11 +219,14 @@ def train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         raise UserError(f"sims.rounds must be a positive integer, got {rounds}")
     if rounds > 1:
         return _train_sequential(cfg, run_dir, rounds, t0)
+    compiled = _compile(cfg, int((cfg.get("sims") or {}).get("n_train", 0)))
     sim, sets = simulate(cfg, ("train", "val"))
     th, x = sets["train"]
     flow = _setup(cfg, th, x, run_dir)
-    summary = _fit(flow, cfg, sets["train"], sets.get("val", (th[:0], x[:0])), run_dir)
-    return _train_report(cfg, run_dir, sim, flow, summary, len(th) + len(sets["val"][0]), t0)
+    summary = _fit(flow, cfg, sets["train"], sets.get("val", (th[:0], x[:0])), run_dir,
+                   compiled=compiled)
+    return _train_report(cfg, run_dir, sim, flow, summary, len(th) + len(sets["val"][0]), t0,
+                         {"compiled": compiled})
 
 
 def _train_report(cfg: dict[str, Any], run_dir: Path, sim: Any, flow: torch.nn.Module,
@@ -269,6 +276,12 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
     if rp is not None and rp != "auto" and (isinstance(rp, bool) or not isinstance(rp, int)
                                             or rp < 1):
         raise UserError(f"sims.round_patience={rp!r}: expected auto, null or a positive integer")
+    refine = s.get("refine")
+    if refine is not None and (isinstance(refine, bool) or not isinstance(refine, int | float)
+                               or not 0.0 < refine < 1.0):
+        raise UserError(f"sims.refine={refine!r}: expected null or a learning-rate factor in "
+                        "(0, 1)")
+    compiled = _compile(cfg, n_total)
     x_o, source, _ = _observations(cfg, sim.x_dim)
     if len(x_o) != 1:
         raise UserError(f"observed={cfg.get('observed')}: sequential rounds focus on one "
@@ -312,13 +325,13 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
             cfg["trainer"]["batch_size"] = auto_batch_size(len(tr[0]))
         info["batch_size"] = cfg["trainer"]["batch_size"]
         last = r == rounds - 1
-        rdir = run_dir if last else run_dir / "rounds" / f"{r + 1}"
+        rdir = run_dir if last and refine is None else run_dir / "rounds" / f"{r + 1}"
         # rounds before the last only need their best weights: no last.pt every epoch
         over = None if last else {"checkpoint_every_epoch": False, **(
             {"patience": round_patience(rp, cfg["trainer"].get("patience"), len(tr[0]),
                                         int(cfg["trainer"]["batch_size"]))}
             if rp is not None else {})}
-        summary = _fit(flow, cfg, tr, va, rdir, over)
+        summary = _fit(flow, cfg, tr, va, rdir, over, compiled)
         info.update(best_val_nll=summary.get("best_val_loss"), epochs=summary.get("epochs"),
                     best_epoch=summary.get("best_epoch"), steps=summary.get("steps"),
                     patience={**cfg["trainer"], **(over or {})}.get("patience"),
@@ -331,8 +344,28 @@ def _train_sequential(cfg: dict[str, Any], run_dir: Path, rounds: int, t0: float
                   f"{info['batch_size']}, {summary.get('epochs')} epochs, best val NLL "
                   f"{summary.get('best_val_loss')}, {info['wall_s']:.1f} s")
     assert flow is not None
-    return _train_report(cfg, run_dir, sim, flow, summary, n_total, t0,
-                         {"rounds": log, "observed": source})
+    extra: dict[str, Any] = {"rounds": log, "observed": source, "compiled": compiled}
+    if refine is not None:
+        summary = extra["refine"] = _refine(flow, cfg, tr, va, run_dir, float(refine), compiled)
+    return _train_report(cfg, run_dir, sim, flow, summary, n_total, t0, extra)
+
+
+def _refine(flow: torch.nn.Module, cfg: dict[str, Any], tr: tuple[np.ndarray, np.ndarray],
+            va: tuple[np.ndarray, np.ndarray], run_dir: Path, factor: float, compiled: bool
+            ) -> dict[str, Any]:
+    """After the last round stopped (constant lr): continue from its best weights on all pairs
+    at ``factor`` × the learning rate until the validation loss stops improving again; this
+    fit is the run's (``run_dir/checkpoints``). Returns its trainer summary and costs."""
+    t_f, c_f = time.perf_counter(), time.process_time()
+    lr = float(cfg["trainer"]["lr"]) * factor
+    summary = _fit(flow, cfg, tr, va, run_dir, {"lr": lr}, compiled)
+    out = {**summary, "lr": lr, "lr_factor": factor,
+           "wall_s": round(time.perf_counter() - t_f, 2),
+           "cpu_s": round(time.process_time() - c_f, 2)}
+    if is_main_process():
+        print(f"refine: lr {lr:g}, {summary.get('epochs')} epochs, best val NLL "
+              f"{summary.get('best_val_loss')}, {out['wall_s']:.1f} s")
+    return out
 
 
 @torch.no_grad()

@@ -108,3 +108,27 @@ def test_round_patience_applies_to_the_rounds_before_the_last(tmp_path: Path) ->
     with pytest.raises(UserError, match="round_patience"):
         load_app("posterior").COMMANDS["train"](
             _cfg(observed=str(obs), sims={"rounds": 2, "round_patience": 0}), tmp_path / "bad")
+
+
+def test_refine_continues_the_last_round_at_a_lower_lr(tmp_path: Path) -> None:
+    """sims.refine: the last round goes to rounds/R, then a fit at lr × factor from its best
+    weights is the run's; its val NLL is no worse than the last round's best."""
+    obs = tmp_path / "obs.csv"
+    np.savetxt(obs, np.array([[0.5, 0.2, -0.1]]), delimiter=",")
+    cfg = _cfg(observed=str(obs), sims={"n_train": 900, "rounds": 2, "round_patience": 2,
+                                        "refine": 0.1}, trainer={"patience": 3})
+    run = tmp_path / "run"
+    out = load_app("posterior").COMMANDS["train"](cfg, run)
+    ref, last = out["refine"], out["rounds"][-1]
+    assert ref["lr"] == pytest.approx(1e-3) and ref["lr_factor"] == 0.1
+    assert ref["steps"] > 0 and ref["stopped_reason"] == "early_stopping"
+    assert (run / "rounds" / "2" / "checkpoints" / "best.pt").exists()
+    assert (run / "checkpoints" / "best.pt").exists()
+    # the refine's first epoch starts from the last round's best weights
+    assert out["best_val_nll"] <= last["best_val_nll"] + 0.05
+    saved = json.loads((run / "metrics.json").read_text())["train"]
+    assert saved["refine"]["steps"] == ref["steps"]
+    for bad in (0, 1.5, True, "x"):
+        with pytest.raises(UserError, match="sims.refine"):
+            load_app("posterior").COMMANDS["train"](
+                _cfg(observed=str(obs), sims={"rounds": 2, "refine": bad}), tmp_path / "bad")
