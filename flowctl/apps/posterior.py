@@ -21,7 +21,10 @@ later round from the prior truncated to the region of the current q(θ | x_o) ho
 ``1 − sims.truncation`` of its mass (:mod:`flowctl.simulators.truncation`); the flow is
 trained on all pairs so far with the plain NPE loss (inside the truncated prior no proposal
 correction is needed) and warm-started from the previous round; ``batch_size: auto`` is picked
-again each round from the number of pairs trained on.
+again each round from the number of pairs trained on; ``sims.round_patience`` shortens rounds
+1..R-1 and ``sims.refine`` (0.1) continues the last round at 0.1 × the learning rate.
+The top-level ``compile: auto`` compiles the training loss with ``torch.compile`` from 10⁴
+simulations on (:mod:`flowctl.apps.posterior_loss`).
 
 ``evaluate`` reports simulation-based calibration (SBC, arXiv:1804.06788) rank histograms per
 parameter with χ²/ndf against uniform, the expected coverage of the highest-posterior-density
