@@ -304,14 +304,15 @@ def markdown_table(items: list[dict[str, Any]]) -> str:
 def merge(files: list[str], rename: dict[str, str], out: str | None,
           drop: list[str] | None = None) -> int:
     """Rows of several results files as one table and summary (written to ``out``);
-    ``drop``: "FILE:WORKLOAD" or "FILE:WORKLOAD:METHOD" whose rows are left out (superseded
-    by a later file)."""
+    ``drop``: "FILE:WORKLOAD", "FILE:WORKLOAD:METHOD" or "FILE:WORKLOAD:METHOD:SEED" whose
+    rows are left out (superseded by a later file)."""
     rows: list[dict[str, Any]] = []
     dropped = set(drop or [])
     for f in files:
         name = Path(f).name
         for r in json.loads(Path(f).read_text())["rows"]:
-            if {f"{name}:{r['workload']}", f"{name}:{r['workload']}:{r['method']}"} & dropped:
+            if {f"{name}:{r['workload']}", f"{name}:{r['workload']}:{r['method']}",
+                    f"{name}:{r['workload']}:{r['method']}:{r['seed']}"} & dropped:
                 continue
             # "FILE:OLD" (this file only) before "OLD"; an empty new name drops the rows
             m = rename.get(f"{name}:{r['method']}", rename.get(r["method"], r["method"]))
@@ -373,9 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
                     help="with --merge: rename a method (e.g. a variant that equals shipped); "
                          "FILE:OLD=NEW in that file only; OLD= drops its rows")
-    ap.add_argument("--drop", action="append", default=[], metavar="FILE:WORKLOAD[:METHOD]",
+    ap.add_argument("--drop", action="append", default=[],
+                    metavar="FILE:WORKLOAD[:METHOD[:SEED]]",
                     help="with --merge: leave out that file's rows of that workload (and "
-                         "method)")
+                         "method, and seed)")
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, dict(r.split("=", 1) for r in args.rename), args.out,
