@@ -44,6 +44,7 @@ WORKLOADS: dict[str, tuple[str, int, dict[str, Any]]] = {
     "camel4": ("camel", 4, {}),
     "camel8": ("camel", 8, {}),
     "camel16": ("camel", 16, {}),
+    "gauss2": ("gauss", 2, {}),
     "gauss16": ("gauss", 16, {}),
     "poly18": ("polynomial", 18, {}),
     "ee_qqg": ("ee_qqg", 2, {}),
