@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from flowctl.integration.diagnostics import diagnose
@@ -96,7 +95,5 @@ def reference_sample(f: Callable[[Tensor], Tensor], dim: int, n: int, peers: dic
         v = run_vegas(f, dim, n, int(peers["vegas_iterations"]), int(peers["vegas_adapt"]),
                       seed, unweight_calls=n)
         return "VEGAS", v["weights"], v["points"]
-    w = plain_mc(f, dim, n, seed)
-    x = torch.rand(n, dim, dtype=torch.float64,
-                   generator=torch.Generator().manual_seed(seed + 777)).numpy()
+    w, x = plain_mc(f, dim, n, seed, keep_x=True)
     return "plain MC", w, x

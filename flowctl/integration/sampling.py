@@ -127,15 +127,22 @@ def flow_weights(flow: torch.nn.Module, f: Callable[[Tensor], Tensor], n: int,
 
 
 def plain_mc(f: Callable[[Tensor], Tensor], dim: int, calls: int, seed: int = 0,
-             batch: int = 100000) -> np.ndarray:
-    """Weights f(u) [calls] of uniform points: plain Monte Carlo."""
+             batch: int = 100000, keep_x: bool = False
+             ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Weights f(u) [calls] of uniform points: plain Monte Carlo; with ``keep_x`` also the
+    points u [calls, dim] those weights belong to."""
     g = torch.Generator().manual_seed(seed + 777)
-    out = []
+    ws, xs = [], []
     for i in range(0, calls, batch):
         m = min(batch, calls - i)
         u = torch.rand(m, dim, dtype=torch.float64, generator=g)
-        out.append(f(u).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+        ws.append(f(u).cpu().numpy())
+        if keep_x:
+            xs.append(u.numpy())
+    w = np.concatenate(ws) if ws else np.zeros(0)
+    if keep_x:
+        return w, (np.concatenate(xs) if xs else np.zeros((0, dim)))
+    return w
 
 
 class Embedded:

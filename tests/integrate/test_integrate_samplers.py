@@ -83,3 +83,19 @@ def test_annealing_schedule() -> None:
     assert beta_at(50, 100, tr) == 1.0 and beta_at(99, 100, tr) == 1.0
     assert beta_at(0, 100, {"anneal": 0.0}) == 1.0
     assert math.isclose(beta_at(10, 100, {"anneal": 1.0, "anneal_beta0": 0.5}), 0.5**0.9)
+
+
+def test_plain_mc_points_belong_to_their_weights() -> None:
+    """keep_x returns the uniform points the weights were computed on, across batches, and
+    the same weights as without it (evaluate's plain-MC reference plots them together)."""
+    import numpy as np
+
+    from flowctl.integration.sampling import plain_mc
+
+    def f(u: torch.Tensor) -> torch.Tensor:
+        return u[:, 0] * torch.exp(u[:, 1])
+
+    w, x = plain_mc(f, 2, 2500, seed=3, batch=1000, keep_x=True)
+    assert x.shape == (2500, 2) and ((x >= 0) & (x <= 1)).all()
+    np.testing.assert_allclose(w, x[:, 0] * np.exp(x[:, 1]))
+    np.testing.assert_array_equal(w, plain_mc(f, 2, 2500, seed=3, batch=1000))
