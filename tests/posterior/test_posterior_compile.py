@@ -70,3 +70,27 @@ def test_compiled_loss_matches_eager_and_trains(tmp_path: Path) -> None:
     assert out["compiled"] is True and out["stopped_reason"] == "early_stopping"
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]
     assert saved["compiled"] is True
+
+
+def test_failing_compiler_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A compiled loss whose first call fails (a broken toolchain) warns once on stderr and
+    returns the eager loss from then on, so training goes on."""
+    import flowctl.apps.posterior_loss as pl
+
+    def broken(fn, **_kw):  # what torch.compile gives when the C++ build fails at first call
+        def run(*_a, **_k):
+            raise RuntimeError("C++ compile error: cc1plus not found")
+        return run
+
+    monkeypatch.setattr(pl.torch, "compile", broken)
+    monkeypatch.setattr(pl, "_COMPILED", None)
+    flow = build_flow({"kind": "maf", "features": 2, "context": 2, "transforms": 2,
+                       "hidden": [8, 8]})
+    batch = (torch.randn(16, 2), torch.randn(16, 2))
+    loss = make_loss(True)
+    first = loss(flow, batch)
+    assert torch.allclose(first, nll(flow, batch))
+    assert "torch.compile of the loss failed" in capsys.readouterr().err
+    assert torch.allclose(loss(flow, batch), nll(flow, batch))
+    assert capsys.readouterr().err == ""  # said once
