@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .splines import unconstrained_rqs, unit_rqs
+from .splines import spline_from_params, unconstrained_rqs, unit_rqs
 
 
 class ElementwiseFamily(nn.Module):
@@ -108,9 +108,13 @@ class RQS(_SplineParams):
         self._check_bound(logit_bound)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        if self.logit_bound is None:
+            return spline_from_params(x, params, self.bins, self.bound)
         return unconstrained_rqs(x, *self._split(params), bound=self.bound)
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        if self.logit_bound is None:
+            return spline_from_params(y, params, self.bins, self.bound, inverse=True)
         return unconstrained_rqs(y, *self._split(params), bound=self.bound, inverse=True)
 
     def extra_repr(self) -> str:
@@ -133,9 +137,13 @@ class UnitRQS(_SplineParams):
         self._check_bound(logit_bound)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        if self.logit_bound is None:
+            return spline_from_params(x, params, self.bins)
         return unit_rqs(x, *self._split(params))
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        if self.logit_bound is None:
+            return spline_from_params(y, params, self.bins, inverse=True)
         return unit_rqs(y, *self._split(params), inverse=True)
 
     def extra_repr(self) -> str:
