@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .core import Transform
 from .elementwise import ElementwiseFamily
 from .made import activate_fresh, make_activation
+from .splines import SplineLayout, spline_knot_major
 
 CHUNK_ELEMENTS = 1 << 19  # floats in the widest per-chunk intermediate (no grad, CPU)
 
@@ -54,6 +55,10 @@ class MLP(nn.Module):
             nn.init.zeros_(self.output_layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.output_layer(self.hidden_state(x))
+
+    def hidden_state(self, x: Tensor) -> Tensor:
+        """The last hidden layer after its activation (and dropout), ``[N, H]``."""
         h = self.input_layer(x)
         if self.residual:
             for first, second in zip(self.hidden_layers[0::2], self.hidden_layers[1::2]):
@@ -64,7 +69,7 @@ class MLP(nn.Module):
             h = self.dropout(activate_fresh(self.activation, h))
             for layer in self.hidden_layers:
                 h = self.dropout(activate_fresh(self.activation, layer(h)))
-        return self.output_layer(h)
+        return h
 
 
 class Coupling(Transform):
@@ -98,6 +103,11 @@ class Coupling(Transform):
                        residual=residual, dropout=dropout, activation=activation)
         self.chunk_elements = int(chunk_elements)
         self._row_width = max(*hidden, n_tr * family.num_params, len(mask))
+        # Output rows in parameter-major order (p, d) instead of (d, p), so that the transposed
+        # product W h^T is the spline's knot-major parameter block [P, n_tr * N] as it stands.
+        p_count = family.num_params
+        order = torch.arange(n_tr * p_count).view(n_tr, p_count).t().reshape(-1)
+        self.register_buffer("param_major", order, persistent=False)
 
     def _params(self, x_id: Tensor, context: Tensor | None) -> Tensor:
         h = x_id if context is None else torch.cat([x_id, context], dim=-1)
@@ -117,11 +127,31 @@ class Coupling(Transform):
                      inverse: bool) -> tuple[Tensor, Tensor]:
         x_id = x.index_select(1, self.identity_idx)
         x_tr = x.index_select(1, self.transform_idx)
-        params = self._params(x_id, context)
-        step = self.family.inverse if inverse else self.family.forward
-        y_tr, ladj = step(x_tr, params)
+        layout = self.family.knot_major_layout()
+        if layout is not None and x.dim() == 2:
+            y_tr, ladj_sum = self._spline_knot_major(x_id, x_tr, context, layout, inverse)
+        else:
+            params = self._params(x_id, context)
+            step = self.family.inverse if inverse else self.family.forward
+            y_tr, ladj = step(x_tr, params)
+            ladj_sum = ladj.sum(-1)
         y = torch.cat([x_id, y_tr], dim=-1).index_select(1, self.unsort)
-        return y, ladj.sum(-1)
+        return y, ladj_sum
+
+    def _spline_knot_major(self, x_id: Tensor, x_tr: Tensor, context: Tensor | None,
+                           layout: SplineLayout, inverse: bool) -> tuple[Tensor, Tensor]:
+        """The spline family with the conditioner's last layer written transposed: one
+        ``W h^T`` gives the knot-major parameters, with no layout copies either way."""
+        n = x_id.shape[0]
+        h = self.net.hidden_state(x_id if context is None else torch.cat([x_id, context], -1))
+        last = self.net.output_layer
+        weight = last.weight.index_select(0, self.param_major)
+        bias = last.bias.index_select(0, self.param_major)
+        params_km = torch.addmm(bias.unsqueeze(1), weight, h.t())
+        v = x_tr.t().reshape(-1)  # element m = d * N + n, as the columns of params_km
+        out, ladj = spline_knot_major(v, params_km.view(self.family.num_params, -1), layout,
+                                      inverse)
+        return out.view(self.n_transformed, n).t(), ladj.view(self.n_transformed, n).sum(0)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, inverse=False)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .splines import spline_from_params, unconstrained_rqs, unit_rqs
+from .splines import SplineLayout, spline_from_params, spline_layout, unconstrained_rqs, unit_rqs
 
 
 class ElementwiseFamily(nn.Module):
     """A family of scalar bijections; ``num_params`` parameters per element."""
 
     num_params: int
+
+    def knot_major_layout(self) -> SplineLayout | None:
+        """The parameter layout when the family can take knot-major parameters ``[P, M]``
+        (:func:`flowctl.flows.splines.spline_knot_major`), else None."""
+        return None
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -107,6 +112,9 @@ class RQS(_SplineParams):
         self.num_params = 3 * bins - 1
         self._check_bound(logit_bound)
 
+    def knot_major_layout(self) -> SplineLayout | None:
+        return spline_layout(self.bins, self.bound) if self.logit_bound is None else None
+
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         if self.logit_bound is None:
             return spline_from_params(x, params, self.bins, self.bound)
@@ -135,6 +143,9 @@ class UnitRQS(_SplineParams):
         self.bins = bins
         self.num_params = 3 * bins + 1
         self._check_bound(logit_bound)
+
+    def knot_major_layout(self) -> SplineLayout | None:
+        return spline_layout(self.bins) if self.logit_bound is None else None
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         if self.logit_bound is None:

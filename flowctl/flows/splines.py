@@ -280,7 +280,7 @@ def _forward_backward(grad_out: Tensor, grad_ladj: Tensor, inside: Tensor, knot:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class SplineLayout:
     """How a conditioner's ``[..., P]`` output holds a spline: K width logits, K height
     logits, then the derivative logits (K-1 interior ones with the end derivatives 1, or all
     K+1), and the interval."""
@@ -296,7 +296,7 @@ class _Layout:
         return params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
 
 
-def _table_from_params(params_km: Tensor, layout: _Layout) -> tuple[Tensor, Tensor, Tensor]:
+def _table_from_params(params_km: Tensor, layout: SplineLayout) -> tuple[Tensor, Tensor, Tensor]:
     """Knot-major table and softmax from knot-major parameters ``[P, M]``; also the
     derivative logits plus offset ``[K±1, M]`` (for the softplus backward)."""
     k = layout.bins
@@ -308,65 +308,59 @@ def _table_from_params(params_km: Tensor, layout: _Layout) -> tuple[Tensor, Tens
 
 
 class _ForwardSpline(torch.autograd.Function):
-    """The x -> y spline of a conditioner's output under autograd as one node with a
-    hand-written, knot-major backward: the values of the reference up to round-off, its
-    gradients up to round-off (tests/flows/test_splines.py), without the autograd graph of
-    ~70 small operations and the zero-filled gradients of every slice. A double backward
-    (``create_graph``) differentiates the reference instead."""
+    """The x -> y spline of flat inputs ``[M]`` and knot-major conditioner outputs ``[P, M]``
+    under autograd as one node with a hand-written, knot-major backward: the values of the
+    reference up to round-off, its gradients up to round-off (tests/flows/test_spline_paths.py),
+    without the autograd graph of ~70 small operations and the zero-filled gradients of every
+    slice. A double backward (``create_graph``) differentiates the reference instead."""
 
     @staticmethod
-    def forward(ctx: Any, inputs: Tensor, params: Tensor, layout: _Layout
+    def forward(ctx: Any, v: Tensor, params_km: Tensor, layout: SplineLayout
                 ) -> tuple[Tensor, Tensor]:
-        m = inputs.numel()
-        params_km = _knot_major(params, m).contiguous()
         table, probs, shifted = _table_from_params(params_km, layout)
-        v = inputs.reshape(-1)
         inside, safe, ends, knot = _fast_locate(v, table, layout.bounds, inverse=False)
         out, ladj, raw = _forward_values(safe, knot)
         out = torch.where(inside, out.clamp_(*layout.bounds[2:]), v)
         ladj = torch.where(inside, ladj, 0.0)
         ctx.layout = layout
-        ctx.save_for_backward(inputs, params, inside, ends, knot, raw, probs, shifted)
-        return out.view(inputs.shape), ladj.view(inputs.shape)
+        ctx.save_for_backward(v, params_km, inside, ends, knot, raw, probs, shifted)
+        return out, ladj
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor | None, grad_ladj: Tensor | None
                  ) -> tuple[Tensor | None, ...]:
-        inputs, params, inside, ends, knot, raw, probs, shifted = ctx.saved_tensors
-        layout: _Layout = ctx.layout
+        v, params_km, inside, ends, knot, raw, probs, shifted = ctx.saved_tensors
+        layout: SplineLayout = ctx.layout
         if grad_out is None:
-            grad_out = torch.zeros_like(inputs)
+            grad_out = torch.zeros_like(v)
         if grad_ladj is None:
-            grad_ladj = torch.zeros_like(inputs)
+            grad_ladj = torch.zeros_like(v)
+        needs = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # double backward: differentiate the reference
-            with torch.enable_grad():
-                out, ladj = _reference_spline(inputs, *layout.split(params), layout, False)
-            need = [t for t, n in zip((inputs, params), ctx.needs_input_grad[:2]) if n]
-            got = iter(torch.autograd.grad((out, ladj), need, (grad_out, grad_ladj),
+            out, ladj = _reference_spline(v, *layout.split(params_km.t()), layout, False)
+            wanted = [t for t, n in zip((v, params_km), needs) if n]
+            got = iter(torch.autograd.grad((out, ladj), wanted, (grad_out, grad_ladj),
                                            create_graph=True, allow_unused=True))
-            grads = [next(got) if n else None for n in ctx.needs_input_grad[:2]]
-            return (*[torch.zeros_like(t) if n and g is None else g for g, t, n
-                      in zip(grads, (inputs, params), ctx.needs_input_grad[:2])], None)
+            grads = [next(got) if n else None for n in needs]
+            return (*[torch.zeros_like(t) if n and g is None else g
+                      for g, t, n in zip(grads, (v, params_km), needs)], None)
         left, right, bottom, top = layout.bounds
-        g_inputs, local = _forward_backward(grad_out.reshape(-1), grad_ladj.reshape(-1),
-                                            inside, knot, raw)
+        g_inputs, local = _forward_backward(grad_out, grad_ladj, inside, knot, raw)
         g_params = None
-        if ctx.needs_input_grad[1]:
-            k, m = layout.bins, inside.shape[0]
+        if needs[1]:
+            k, m = layout.bins, v.shape[0]
             table = local.new_zeros(3, k + 1, m).scatter_add_(1, ends, local)
-            g_km = local.new_empty(params.shape[-1], m)
-            g_km[:k] = _knots_backward(table[0], probs[0], left, right, layout.min_sizes[0])
-            g_km[k:2 * k] = _knots_backward(table[1], probs[1], bottom, top,
-                                            layout.min_sizes[1])
+            g_params = local.new_empty(params_km.shape)
+            g_params[:k] = _knots_backward(table[0], probs[0], left, right, layout.min_sizes[0])
+            g_params[k:2 * k] = _knots_backward(table[1], probs[1], bottom, top,
+                                                layout.min_sizes[1])
             g_deriv = table[2, 1:k] if layout.pad_ones else table[2]
-            torch.mul(g_deriv, torch.sigmoid(shifted), out=g_km[2 * k:])
-            g_params = g_km.t().reshape(params.shape)
-        g_in = g_inputs.view(inputs.shape) if ctx.needs_input_grad[0] else None
-        return g_in, g_params, None
+            torch.mul(g_deriv, torch.sigmoid(shifted), out=g_params[2 * k:])
+        return g_inputs if needs[0] else None, g_params, None
 
 
 def _reference_spline(inputs: Tensor, width_logits: Tensor, height_logits: Tensor,
-                      derivative_logits: Tensor, layout: _Layout, inverse: bool
+                      derivative_logits: Tensor, layout: SplineLayout, inverse: bool
                       ) -> tuple[Tensor, Tensor]:
     """The spline as plain differentiable tensor operations."""
     derivatives = knot_derivatives(derivative_logits, layout.min_derivative)
@@ -375,10 +369,42 @@ def _reference_spline(inputs: Tensor, width_logits: Tensor, height_logits: Tenso
     return _evaluate(inputs, table, layout.bounds, inverse)
 
 
-def _check_layout(layout: _Layout) -> None:
+def _check_layout(layout: SplineLayout) -> None:
     k = layout.bins
     if layout.min_sizes[0] * k >= 1.0 or layout.min_sizes[1] * k >= 1.0:
         raise ValueError(f"minimal bin size times {k} bins must be below 1")
+
+
+def spline_layout(bins: int, bound: float | None = None,
+                  min_derivative: float = MIN_DERIVATIVE) -> SplineLayout:
+    """The parameter layout of :func:`unconstrained_rqs` on ``[-bound, bound]`` (3K-1
+    parameters per element) or, with ``bound=None``, of :func:`unit_rqs` (3K+1)."""
+    if bound is None:
+        layout = SplineLayout(bins, (0.0, 1.0, 0.0, 1.0), pad_ones=False,
+                         min_derivative=min_derivative)
+    else:
+        layout = SplineLayout(bins, (-bound, bound, -bound, bound), pad_ones=True,
+                         min_derivative=min_derivative)
+    _check_layout(layout)
+    return layout
+
+
+def spline_knot_major(v: Tensor, params_km: Tensor, layout: SplineLayout, inverse: bool = False
+                      ) -> tuple[Tensor, Tensor]:
+    """The spline of flat inputs ``v [M]`` from knot-major conditioner outputs ``[P, M]``
+    (row ``j`` holds parameter ``j`` of every element, in the order of
+    :func:`spline_from_params`): ``(out [M], log|d out / d in| [M])``. No layout copies:
+    for conditioners that can write their output transposed (the coupling layers)."""
+    expected = 3 * layout.bins + (-1 if layout.pad_ones else 1)
+    if params_km.shape != (expected, v.shape[0]):
+        raise ValueError(f"knot-major spline parameters of shape {tuple(params_km.shape)}: "
+                         f"expected {(expected, v.shape[0])}")
+    if not (torch.is_grad_enabled() and (v.requires_grad or params_km.requires_grad)):
+        table, _, _ = _table_from_params(params_km, layout)
+        return _fast_spline(v, table, layout.bounds, inverse)
+    if not inverse:
+        return _ForwardSpline.apply(v, params_km, layout)
+    return _reference_spline(v, *layout.split(params_km.t()), layout, inverse)
 
 
 def spline_from_params(inputs: Tensor, params: Tensor, bins: int, bound: float | None = None,
@@ -397,33 +423,27 @@ def spline_from_params(inputs: Tensor, params: Tensor, bins: int, bound: float |
 
     Returns:
         outputs ``[...]`` and ``log|d out / d in|`` ``[...]``, as those two functions (up to
-        round-off). Without autograd, and x -> y under autograd, it runs knot-major (module
-        doc); y -> x under autograd runs the reference operations.
+        round-off). Without autograd, and x -> y under autograd, it runs knot-major (see the
+        knot tables above; one transposing copy of ``params``); y -> x under autograd runs
+        the reference operations.
     """
-    if bound is None:
-        layout = _Layout(bins, (0.0, 1.0, 0.0, 1.0), pad_ones=False,
-                         min_derivative=min_derivative)
-    else:
-        layout = _Layout(bins, (-bound, bound, -bound, bound), pad_ones=True,
-                         min_derivative=min_derivative)
-    _check_layout(layout)
+    layout = spline_layout(bins, bound, min_derivative)
     expected = 3 * bins + (1 if bound is None else -1)
     if params.shape[-1] != expected or params.shape[:-1] != inputs.shape:
         raise ValueError(f"spline parameters of shape {tuple(params.shape)} for inputs of shape "
                          f"{tuple(inputs.shape)}: expected {(*inputs.shape, expected)} "
                          f"({bins} bins)")
     grad = torch.is_grad_enabled() and (inputs.requires_grad or params.requires_grad)
-    if not grad:
-        params_km = _knot_major(params, inputs.numel()).contiguous()
-        table, _, _ = _table_from_params(params_km, layout)
-        return _fast_spline(inputs, table, layout.bounds, inverse)
-    if not inverse:
-        return _ForwardSpline.apply(inputs, params, layout)
-    return _reference_spline(inputs, *layout.split(params), layout, inverse)
+    if grad and inverse:
+        return _reference_spline(inputs, *layout.split(params), layout, inverse)
+    m = inputs.numel()
+    out, ladj = spline_knot_major(inputs.reshape(m), _knot_major(params, m).contiguous(),
+                                  layout, inverse)
+    return out.view(inputs.shape), ladj.view(inputs.shape)
 
 
 def _spline(inputs: Tensor, width_logits: Tensor, height_logits: Tensor, derivatives: Tensor,
-            layout: _Layout, inverse: bool) -> tuple[Tensor, Tensor]:
+            layout: SplineLayout, inverse: bool) -> tuple[Tensor, Tensor]:
     """The spline from separate, already constrained parameters: knot-major without autograd
     (when the shapes line up), the reference operations otherwise."""
     _check_layout(layout)
@@ -466,7 +486,7 @@ def rational_quadratic_spline(
         outputs ``[...]`` and the element-wise ``log|d out / d in|`` ``[...]``
         (zero outside the interval).
     """
-    layout = _Layout(width_logits.shape[-1], (left, right, bottom, top), pad_ones=False,
+    layout = SplineLayout(width_logits.shape[-1], (left, right, bottom, top), pad_ones=False,
                      min_sizes=(min_bin_width, min_bin_height))
     return _spline(inputs, width_logits, height_logits, derivatives, layout, inverse)
 
@@ -484,7 +504,7 @@ def unconstrained_rqs(
 
     ``derivative_logits`` are the K-1 interior knots ``[..., K-1]``.
     """
-    layout = _Layout(width_logits.shape[-1], (-bound, bound, -bound, bound), pad_ones=True)
+    layout = SplineLayout(width_logits.shape[-1], (-bound, bound, -bound, bound), pad_ones=True)
     return _spline(inputs, width_logits, height_logits,
                    knot_derivatives(derivative_logits, min_derivative), layout, inverse)
 
@@ -501,6 +521,6 @@ def unit_rqs(
 
     For unit-hypercube flows (neural importance sampling). Inputs outside [0, 1] pass unchanged.
     """
-    layout = _Layout(width_logits.shape[-1], (0.0, 1.0, 0.0, 1.0), pad_ones=False)
+    layout = SplineLayout(width_logits.shape[-1], (0.0, 1.0, 0.0, 1.0), pad_ones=False)
     return _spline(inputs, width_logits, height_logits,
                    knot_derivatives(derivative_logits, min_derivative), layout, inverse)
