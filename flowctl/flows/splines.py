@@ -404,6 +404,8 @@ def spline_knot_major(v: Tensor, params_km: Tensor, layout: SplineLayout, invers
     if params_km.shape != (expected, v.shape[0]):
         raise ValueError(f"knot-major spline parameters of shape {tuple(params_km.shape)}: "
                          f"expected {(expected, v.shape[0])}")
+    if torch.compiler.is_compiling():  # inductor fuses the reference operations itself
+        return _reference_spline(v, *layout.split(params_km.t()), layout, inverse)
     if not (torch.is_grad_enabled() and (v.requires_grad or params_km.requires_grad)):
         table, _, _ = _table_from_params(params_km, layout)
         return _fast_spline(v, table, layout.bounds, inverse)
@@ -440,7 +442,8 @@ def spline_from_params(inputs: Tensor, params: Tensor, bins: int, bound: float |
                          f"({bins} bins)")
     grad = torch.is_grad_enabled() and (inputs.requires_grad or params.requires_grad)
     m = inputs.numel()
-    if (grad and inverse) or (not grad and m < KNOT_MAJOR_MIN_ELEMENTS):
+    if ((grad and inverse) or (not grad and m < KNOT_MAJOR_MIN_ELEMENTS)
+            or torch.compiler.is_compiling()):
         return _reference_spline(inputs, *layout.split(params), layout, inverse)
     out, ladj = spline_knot_major(inputs.reshape(m), _knot_major(params, m).contiguous(),
                                   layout, inverse)
@@ -454,7 +457,7 @@ def _spline(inputs: Tensor, width_logits: Tensor, height_logits: Tensor, derivat
     _check_layout(layout)
     args = (inputs, width_logits, height_logits, derivatives)
     batch = inputs.shape
-    aligned = all(t.shape[:-1] == batch for t in args[1:])
+    aligned = all(t.shape[:-1] == batch for t in args[1:]) and not torch.compiler.is_compiling()
     if aligned and not (torch.is_grad_enabled() and any(t.requires_grad for t in args)):
         m = inputs.numel()
         table, _ = _fast_table(_knot_major(width_logits, m), _knot_major(height_logits, m),
