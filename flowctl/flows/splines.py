@@ -75,6 +75,8 @@ def _bin_index(v: Tensor, knots: Tensor) -> Tensor:
 # the fast one, built without autograd, is knot-major ``[3, K+1, M]`` for M elements: every
 # reduction over the K bins becomes K-1 operations on long contiguous rows instead of a short
 # reduction per element (PyTorch's CPU reductions over a last dimension of ~8 are slow).
+# The knot-major path runs on CPU tensors outside torch.compile; on a GPU and under compile the
+# reference operations run (what the GPU figures were measured with; inductor fuses them).
 
 def _padded(derivatives: Tensor, pad_ones: bool) -> Tensor:
     """The K+1 knot derivatives: ``derivatives`` itself, or the K-1 interior ones with 1 at
@@ -404,7 +406,8 @@ def spline_knot_major(v: Tensor, params_km: Tensor, layout: SplineLayout, invers
     if params_km.shape != (expected, v.shape[0]):
         raise ValueError(f"knot-major spline parameters of shape {tuple(params_km.shape)}: "
                          f"expected {(expected, v.shape[0])}")
-    if torch.compiler.is_compiling():  # inductor fuses the reference operations itself
+    if torch.compiler.is_compiling() or v.device.type != "cpu":
+        # inductor fuses the reference operations itself; GPUs are measured on them
         return _reference_spline(v, *layout.split(params_km.t()), layout, inverse)
     if not (torch.is_grad_enabled() and (v.requires_grad or params_km.requires_grad)):
         table, _, _ = _table_from_params(params_km, layout)
@@ -443,7 +446,7 @@ def spline_from_params(inputs: Tensor, params: Tensor, bins: int, bound: float |
     grad = torch.is_grad_enabled() and (inputs.requires_grad or params.requires_grad)
     m = inputs.numel()
     if ((grad and inverse) or (not grad and m < KNOT_MAJOR_MIN_ELEMENTS)
-            or torch.compiler.is_compiling()):
+            or torch.compiler.is_compiling() or inputs.device.type != "cpu"):
         return _reference_spline(inputs, *layout.split(params), layout, inverse)
     out, ladj = spline_knot_major(inputs.reshape(m), _knot_major(params, m).contiguous(),
                                   layout, inverse)
@@ -457,8 +460,9 @@ def _spline(inputs: Tensor, width_logits: Tensor, height_logits: Tensor, derivat
     _check_layout(layout)
     args = (inputs, width_logits, height_logits, derivatives)
     batch = inputs.shape
-    aligned = all(t.shape[:-1] == batch for t in args[1:]) and not torch.compiler.is_compiling()
-    if aligned and not (torch.is_grad_enabled() and any(t.requires_grad for t in args)):
+    aligned = all(t.shape[:-1] == batch for t in args[1:])
+    fast = aligned and inputs.device.type == "cpu" and not torch.compiler.is_compiling()
+    if fast and not (torch.is_grad_enabled() and any(t.requires_grad for t in args)):
         m = inputs.numel()
         table, _ = _fast_table(_knot_major(width_logits, m), _knot_major(height_logits, m),
                                _knot_major(derivatives, m), layout.bounds, layout.min_sizes,
