@@ -128,7 +128,10 @@ class Coupling(Transform):
         x_id = x.index_select(1, self.identity_idx)
         x_tr = x.index_select(1, self.transform_idx)
         layout = self.family.knot_major_layout()
-        if layout is not None and x.dim() == 2 and x.device.type == "cpu":
+        # the transposed hand-off pays where the knot-major spline runs: on the CPU, without
+        # autograd or in the x -> y direction (y -> x under autograd is the reference)
+        if (layout is not None and x.dim() == 2 and x.device.type == "cpu"
+                and not (inverse and torch.is_grad_enabled())):
             y_tr, ladj_sum = self._spline_knot_major(x_id, x_tr, context, layout, inverse)
         else:
             params = self._params(x_id, context)
