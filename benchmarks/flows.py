@@ -27,6 +27,7 @@ count matches flowctl's within 5 % (printed). Permutations: ``Permute(mode="swap
 Usage::
 
     python benchmarks/flows.py [--quick] [--only W1,W2,W3,Q] [--device cpu|cuda]
+        [--malloc default|tuned]
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from benchmarks.common import (
     save_results,
     synchronizer,
 )
+from flowctl.allocator import tune_malloc
 from flowctl.flows import build
 
 try:
@@ -531,6 +533,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--no-save", action="store_true", help="do not write the JSON result")
+    p.add_argument("--malloc", default="default", choices=["default", "tuned"],
+                   help="tuned: glibc thresholds as the flowctl command sets them "
+                        "(flowctl/allocator.py), for every library alike (default: untouched)")
     return p.parse_args(argv)
 
 
@@ -546,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Inputs to the softmax are not scaled down")
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float32)
+    malloc_tuned = args.malloc == "tuned" and tune_malloc()
+    if args.malloc == "tuned" and not malloc_tuned:
+        raise SystemExit("--malloc tuned: glibc's mallopt is not available here")
     device = torch.device(args.device)
     st = Settings(device=device,
                   warmup=args.warmup if args.warmup is not None else (1 if args.quick else 3),
@@ -555,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(device, {name: package_version(name)
                                  for name in ("zuko", "nflows", "normflows")})
     print(f"torch {info['torch']}, {info['threads']} threads, {info['cpu']}, device {device}; "
-          f"{st.warmup} warm-up + {st.reps} repetitions, interleaved", flush=True)
+          f"{st.warmup} warm-up + {st.reps} repetitions, interleaved; malloc {args.malloc}",
+          flush=True)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     path = None if args.no_save else results_path("flows")
@@ -564,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None:
             save_results(path, {
                 "benchmark": "flows", "machine": info, "quick": args.quick, "only": only,
+                "malloc": args.malloc,
                 "warmup": st.warmup, "reps": st.reps, "total_s": time.perf_counter() - start,
                 "results": rows})
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowctl.allocator import tune_malloc
+
 __all__ = ["SUBCOMMANDS", "config_dirs", "list_configs", "main"]
 
 PROG = "flowctl"
@@ -929,6 +931,7 @@ def _unknown_config(name: str, configs: dict[str, Path]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowctl`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    tune_malloc()  # see flowctl/allocator.py
     try:
         return _dispatch(argv)
     except SystemExit as exc:
