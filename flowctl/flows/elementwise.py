@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .splines import SplineLayout, spline_from_params, spline_layout, unconstrained_rqs, unit_rqs
+from .splines import SplineLayout, spline_from_params, spline_layout
 
 
 class ElementwiseFamily(nn.Module):
@@ -80,13 +80,30 @@ class _SplineParams(ElementwiseFamily):
     bins: int
     logit_bound: float | None
 
-    def _split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        k = self.bins
-        w, h, d = params[..., :k], params[..., k:2 * k], params[..., 2 * k:]
+    #: ``[-bound, bound]`` of the spline's interval, or None for ``[0, 1]``
+    interval: float | None
+
+    def _bounded(self, params: Tensor) -> Tensor:
+        """The raw conditioner output ``[..., P]``, soft-bounded per column if ``logit_bound``
+        is set (:func:`soft_bound` with ``b`` on the width and height logits, ``2b`` on the
+        derivative logits)."""
         b = self.logit_bound
         if b is None:
-            return w, h, d
-        return soft_bound(w, b), soft_bound(h, b), soft_bound(d, 2.0 * b)
+            return params
+        inv = params.new_full((self.num_params,), 1.0 / b)
+        inv[2 * self.bins:] = 0.5 / b
+        return params / (1.0 + params.abs() * inv)
+
+    def knot_major_layout(self) -> SplineLayout | None:
+        # the coupling layers' transposed hand-off skips _bounded, so only unbounded splines
+        return spline_layout(self.bins, self.interval) if self.logit_bound is None else None
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return spline_from_params(x, self._bounded(params), self.bins, self.interval)
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return spline_from_params(y, self._bounded(params), self.bins, self.interval,
+                                  inverse=True)
 
     def _check_bound(self, logit_bound: float | None) -> None:
         if logit_bound is not None and not (0 < logit_bound < float("inf")):
@@ -108,22 +125,9 @@ class RQS(_SplineParams):
         if not bound > 0:
             raise ValueError(f"tail_bound must be positive, got {bound}")
         self.bins = bins
-        self.bound = float(bound)
+        self.bound = self.interval = float(bound)
         self.num_params = 3 * bins - 1
         self._check_bound(logit_bound)
-
-    def knot_major_layout(self) -> SplineLayout | None:
-        return spline_layout(self.bins, self.bound) if self.logit_bound is None else None
-
-    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        if self.logit_bound is None:
-            return spline_from_params(x, params, self.bins, self.bound)
-        return unconstrained_rqs(x, *self._split(params), bound=self.bound)
-
-    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        if self.logit_bound is None:
-            return spline_from_params(y, params, self.bins, self.bound, inverse=True)
-        return unconstrained_rqs(y, *self._split(params), bound=self.bound, inverse=True)
 
     def extra_repr(self) -> str:
         extra = f", logit_bound={self.logit_bound}" if self.logit_bound is not None else ""
@@ -141,21 +145,9 @@ class UnitRQS(_SplineParams):
         if bins < 2:
             raise ValueError(f"a spline needs at least 2 bins, got {bins}")
         self.bins = bins
+        self.interval = None
         self.num_params = 3 * bins + 1
         self._check_bound(logit_bound)
-
-    def knot_major_layout(self) -> SplineLayout | None:
-        return spline_layout(self.bins) if self.logit_bound is None else None
-
-    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        if self.logit_bound is None:
-            return spline_from_params(x, params, self.bins)
-        return unit_rqs(x, *self._split(params))
-
-    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        if self.logit_bound is None:
-            return spline_from_params(y, params, self.bins, inverse=True)
-        return unit_rqs(y, *self._split(params), inverse=True)
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}"
