@@ -146,23 +146,6 @@ def _fast_locate(v: Tensor, table: Tensor, bounds: Bounds, inverse: bool
     return inside, safe, ends, table.gather(1, ends).permute(2, 0, 1)
 
 
-def _fast_spline(inputs: Tensor, table: Tensor, bounds: Bounds, inverse: bool
-                 ) -> tuple[Tensor, Tensor]:
-    """The spline of a knot-major table, without autograd; outputs shaped as ``inputs``."""
-    left, right, bottom, top = bounds
-    v = inputs.reshape(-1)
-    inside, safe, _, knot = _fast_locate(v, table, bounds, inverse)
-    if inverse:
-        out, ladj = _inverse_values(safe, knot)
-        out = out.clamp_(left, right)
-    else:
-        out, ladj, _ = _forward_values(safe, knot)
-        out = out.clamp_(bottom, top)
-    out = torch.where(inside, out, v)
-    ladj = torch.where(inside, ladj, 0.0)
-    return out.view(inputs.shape), ladj.view(inputs.shape)
-
-
 # ------------------------------------------------------------------------------ evaluation
 
 def _locate(inputs: Tensor, table: Tensor, bounds: Bounds, inverse: bool
@@ -224,18 +207,21 @@ def _inverse_values(safe: Tensor, knot: Tensor) -> tuple[Tensor, Tensor]:
     return x_k + theta * w_k, -_log_derivative(theta, s_k, d_k, d_k1, slope_sum)
 
 
-def _evaluate(inputs: Tensor, table: Tensor, bounds: Bounds, inverse: bool
-              ) -> tuple[Tensor, Tensor]:
-    """The spline of a knot table (differentiable when the table is)."""
+def _evaluate(inputs: Tensor, table: Tensor, bounds: Bounds, inverse: bool,
+              knot_major: bool = False) -> tuple[Tensor, Tensor]:
+    """The spline of a knot table ``[..., 3, K+1]`` (differentiable when the table is) or of a
+    knot-major one ``[3, K+1, M]`` (then ``inputs`` holds the M elements in any shape)."""
     left, right, bottom, top = bounds
-    inside, safe, _, knot = _locate(inputs, table, bounds, inverse)
+    v = inputs.reshape(-1) if knot_major else inputs
+    inside, safe, _, knot = (_fast_locate if knot_major else _locate)(v, table, bounds, inverse)
     if inverse:
         out, ladj = _inverse_values(safe, knot)
         out = _clamp(out, left, right)
     else:
         out, ladj, _ = _forward_values(safe, knot)
         out = _clamp(out, bottom, top)
-    return torch.where(inside, out, inputs), torch.where(inside, ladj, 0.0)
+    out, ladj = torch.where(inside, out, v), torch.where(inside, ladj, 0.0)
+    return out.view(inputs.shape), ladj.view(inputs.shape)
 
 
 # ------------------------------------------------------------------------------ backward
@@ -411,7 +397,7 @@ def spline_knot_major(v: Tensor, params_km: Tensor, layout: SplineLayout, invers
         return _reference_spline(v, *layout.split(params_km.t()), layout, inverse)
     if not (torch.is_grad_enabled() and (v.requires_grad or params_km.requires_grad)):
         table, _, _ = _table_from_params(params_km, layout)
-        return _fast_spline(v, table, layout.bounds, inverse)
+        return _evaluate(v, table, layout.bounds, inverse, knot_major=True)
     if not inverse:
         return _ForwardSpline.apply(v, params_km, layout)
     return _reference_spline(v, *layout.split(params_km.t()), layout, inverse)
@@ -467,7 +453,7 @@ def _spline(inputs: Tensor, width_logits: Tensor, height_logits: Tensor, derivat
         table, _ = _fast_table(_knot_major(width_logits, m), _knot_major(height_logits, m),
                                _knot_major(derivatives, m), layout.bounds, layout.min_sizes,
                                layout.pad_ones)
-        return _fast_spline(inputs, table, layout.bounds, inverse)
+        return _evaluate(inputs, table, layout.bounds, inverse, knot_major=True)
     table = _reference_table(width_logits, height_logits, derivatives, layout.bounds,
                              layout.min_sizes, layout.pad_ones)
     return _evaluate(inputs, table, layout.bounds, inverse)
