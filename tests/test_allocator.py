@@ -31,3 +31,12 @@ def test_importing_the_library_does_not_tune():
     code = ("import sys, flowctl.flows, flowctl.training\n"
             "sys.exit(1 if 'flowctl.allocator' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_command_tunes_at_start(monkeypatch):
+    from flowctl import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "tune_malloc", lambda: calls.append(1) or True)
+    cli.main(["--help"])
+    assert calls == [1]
