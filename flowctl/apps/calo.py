@@ -80,7 +80,7 @@ __all__ = ["COMMANDS", "Prepared", "ShowerSampler", "classify", "distill", "draw
 STAGES = ("energy", "teacher", "student")
 MODELS = ("caloflow", "layerwise")
 #: Flow keys a student may set differently from its teacher (the rest is copied).
-STUDENT_KEYS = ("hidden", "dropout", "residual", "activation")
+STUDENT_KEYS = ("hidden", "dropout", "residual", "activation", "iaf_map")
 CHALLENGE_VARIANTS = ("low_normed", "high", "low")
 CALOGAN_VARIANTS = ("unnormalized", "normalized")
 

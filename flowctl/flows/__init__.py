@@ -10,7 +10,7 @@ from .continuous import ContinuousFlow, ContinuousTransform, VectorField
 from .core import Chain, Flow, Inverse, Transform, broadcast_context
 from .coupling import MLP, Coupling, alternating_masks, binary_masks
 from .distributions import BoxUniform, StandardNormal, make_base
-from .elementwise import RQS, Affine, ElementwiseFamily, UnitRQS, make_family
+from .elementwise import RQS, Affine, ElementwiseFamily, Inverted, UnitRQS, make_family
 from .made import MADE, MaskedLinear
 from .manifold import ManifoldFlow
 from .monotonic import Sigmoidal
@@ -36,6 +36,7 @@ __all__ = [
     "ElementwiseFamily",
     "Flow",
     "Inverse",
+    "Inverted",
     "Logit",
     "ManifoldFlow",
     "MaskedAutoregressive",

@@ -20,7 +20,7 @@ from .continuous import ContinuousFlow, ContinuousTransform, EquivariantField, V
 from .core import Chain, Flow, Transform
 from .coupling import Coupling, alternating_masks, binary_masks
 from .distributions import make_base
-from .elementwise import ElementwiseFamily, make_family
+from .elementwise import ElementwiseFamily, Inverted, make_family
 from .manifold import ManifoldFlow
 from .monotonic import Sigmoidal
 from .normalization import make_norm
@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "activation": "relu",
     "exact_loop": "incremental",  # maf sampling / iaf density: incremental | naive (both exact)
     "cuda_graph": False,     # maf sampling / iaf density on CUDA without autograd: CUDA graphs
+    "iaf_map": "forward",    # iaf: sampling applies the map (forward) or its inverse (inverse)
     "permutation": None,     # none | reverse | random | [indices] | [[indices], ...]
     "seed": 0,               # seed of random permutations
     "norm": "none",          # none | actnorm | batchnorm (before each layer)
@@ -120,6 +121,10 @@ def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow | ManifoldFlow:
         return _build_cnf(s, spec, pre, base, d, c, hidden)
     if kind == "mflow":
         return _build_mflow(s, spec, d, c, hidden)
+    if s["iaf_map"] not in ("forward", "inverse"):
+        raise ValueError(f"flow key 'iaf_map' must be forward or inverse, got {s['iaf_map']!r}")
+    if s["iaf_map"] == "inverse" and kind != "iaf":
+        raise ValueError(f"flow key 'iaf_map: inverse' needs kind 'iaf', got {kind!r}")
     perm_spec = s["permutation"]
     if perm_spec is None:
         perm_spec = "random" if kind == "coupling" else "reverse"
@@ -156,6 +161,8 @@ def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow | ManifoldFlow:
             layers.append(MaskedAutoregressive(d, family, exact_loop=s["exact_loop"],
                                                cuda_graph=bool(s["cuda_graph"]), **common))
         else:
+            if s["iaf_map"] == "inverse":
+                family = Inverted(family)
             layers.append(iaf_layer(d, family, exact_loop=s["exact_loop"],
                                     cuda_graph=bool(s["cuda_graph"]), **common))
     return Flow(Chain(layers), make_base(base, d), features=d, context=c)

@@ -59,6 +59,26 @@ class Affine(ElementwiseFamily):
         return f"log_scale_bound={self.log_scale_bound}"
 
 
+class Inverted(ElementwiseFamily):
+    """The inverse of ``base`` with the same parameters: ``forward`` is ``base.inverse``.
+
+    An IAF layer built on ``Inverted(RQS(...))`` samples ``x = τ⁻¹(z; θ(z_<d))`` in one pass
+    (CaloFlow's IAF student): its conditioner then has the meaning of a MAF teacher's, whose
+    density pass is ``z = τ(x; θ(x_<d))``, so the teacher's weights carry over unchanged.
+    """
+
+    def __init__(self, base: ElementwiseFamily) -> None:
+        super().__init__()
+        self.base = base
+        self.num_params = base.num_params
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.inverse(x, params)
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.forward(y, params)
+
+
 def soft_bound(t: Tensor, bound: float) -> Tensor:
     """``t / (1 + |t| / bound)``: the identity near 0, smoothly bounded to ``(-bound, bound)``."""
     return t / (1.0 + t.abs() * (1.0 / bound))

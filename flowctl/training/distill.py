@@ -20,9 +20,11 @@ The θ terms compare the element-wise maps of matching layers in one convention:
 and heights swapped and its derivatives inverted (the student's spline then passes through
 the mirrored knots with inverse slopes; it inverts the teacher's exactly at the knots, only
 approximately in between, since the inverse of an RQ spline is not an RQ spline). The affine
-family is compared exactly as ``(log-scale, shift)``. (nflows' ``IAFRQS``, used by CaloFlow,
-instead evaluates the student's spline in its inverse direction when sampling, so raw
-conditioner outputs are directly comparable; flowctl.flows has no such option yet.)
+family is compared exactly as ``(log-scale, shift)``. A student built with ``iaf_map:
+inverse`` (element-wise maps :class:`~flowctl.flows.Inverted`, as CaloFlow's ``IAFRQS``)
+samples through the inverse of its spline, so its θ already describe the data→latent map and
+are compared as they are; :func:`init_from_teacher` then copies the teacher's conditioners
+unchanged.
 
 Validation/model selection uses ``KL(student ‖ teacher) ≈ mean[log q_S(x) − log p_T(x)]`` on
 student samples (cheap both ways: one pass each), as in CaloFlow v2.
@@ -42,6 +44,7 @@ from flowctl.flows import (
     Affine,
     Flow,
     Inverse,
+    Inverted,
     MaskedAutoregressive,
     Permutation,
 )
@@ -60,6 +63,13 @@ def _autoregressive(t: nn.Module) -> tuple[MaskedAutoregressive | None, bool]:
     if isinstance(t, Inverse) and isinstance(t.base_transform, MaskedAutoregressive):
         return t.base_transform, True
     return None, False
+
+
+def _unwrap(family: nn.Module) -> tuple[nn.Module, bool]:
+    """(the element-wise family under an :class:`Inverted`, whether it was inverted)."""
+    if isinstance(family, Inverted):
+        return family.base, True
+    return family, False
 
 
 def _layers(flow: Flow) -> list[nn.Module]:
@@ -87,9 +97,10 @@ def check_compatible(teacher: Flow, student: Flow) -> None:
         if ma is not None:
             if inv_a or not inv_b:
                 raise ValueError(f"layer {i}: the teacher must be a MAF and the student an IAF")
-            if type(ma.family) is not type(mb.family):
+            fa, fb = _unwrap(ma.family)[0], _unwrap(mb.family)[0]
+            if type(fa) is not type(fb):
                 raise ValueError(f"layer {i}: element-wise maps differ "
-                                 f"({type(ma.family).__name__} vs {type(mb.family).__name__})")
+                                 f"({type(fa).__name__} vs {type(fb).__name__})")
         elif isinstance(a, Permutation) and not torch.equal(a.perm, b.perm):
             raise ValueError(f"layer {i}: permutations differ (copy_permutations first)")
 
@@ -130,12 +141,15 @@ def init_from_teacher(teacher: Flow, student: Flow) -> int:
     """Start each student IAF layer from its teacher MAF layer's conditioner; returns how
     many layers were copied.
 
-    The student's MADE gets the teacher's weights, with the output rows of every dimension
-    mirrored: RQS widths and heights swapped and derivative logits negated (the knots of
-    the inverse spline; ``1/d`` is ``-logit`` to first order around derivative 1), affine
-    ``(log-scale, shift)`` negated. The student then evaluates the teacher's conditioner on
-    the latent side instead of the data side, which is exact for a layer that moves little
-    and a head start otherwise (not in CaloFlow v2, which starts the student from scratch).
+    A student built with ``iaf_map: inverse`` (its maps are :class:`~flowctl.flows.Inverted`)
+    gets the teacher's weights unchanged: it samples ``x = τ⁻¹(z; θ_T(z_<d))``, the teacher's
+    exact inverse except that the conditioner sees the latent side instead of the data side.
+    Otherwise the output rows of every dimension are mirrored: RQS widths and heights swapped
+    and derivative logits negated (the knots of the inverse spline; ``1/d`` is ``-logit`` to
+    first order around derivative 1), affine ``(log-scale, shift)`` negated, which inverts the
+    spline only at its knots. On the CaloGAN e+ teacher of docs/calo.md §6 the untrained
+    student's KL(student‖teacher) is 65 nats with ``iaf_map: inverse`` and 352 mirrored. Not
+    in CaloFlow v2, which starts the student from scratch.
     Needs equal conditioner shapes (hidden widths, context, residual); raises ValueError
     naming the layer otherwise. Run :func:`copy_permutations` first.
     """
@@ -150,11 +164,15 @@ def init_from_teacher(teacher: Flow, student: Flow) -> int:
             raise ValueError(f"layer {i}: the student's conditioner differs in shape from the "
                              "teacher's (hidden widths, context, residual); it cannot start "
                              "from the teacher's weights")
-        if type(ma.family) is not type(mb.family) or ma.family.num_params != \
-                mb.family.num_params:
+        fb, inverted = _unwrap(mb.family)
+        if type(ma.family) is not type(fb) or ma.family.num_params != fb.num_params:
             raise ValueError(f"layer {i}: element-wise maps differ")
-        idx, sign = _mirror(ma.family)
         new = {k: v.clone() for k, v in src.items()}
+        if inverted:
+            mb.made.load_state_dict(new)
+            n += 1
+            continue
+        idx, sign = _mirror(ma.family)
         d, p = ma.made.features, ma.made.params_per_dim
         w = src["output_layer.weight"].view(d, p, -1)[:, idx] * sign.to(src[
             "output_layer.weight"])[None, :, None]
@@ -232,7 +250,8 @@ def student_states(student: Flow, z: Tensor, context: Tensor | None
         ma, _ = _autoregressive(t)
         if ma is not None:
             p = ma.made(z, context)
-            thetas.append(canonical_params(ma.family, p, inverse_map=True))
+            family, inverted = _unwrap(ma.family)
+            thetas.append(canonical_params(family, p, inverse_map=not inverted))
             z = ma.family(z, p)[0]
         else:
             z = t.inverse(z, context)[0]

@@ -22,6 +22,7 @@ SPECS = {
                                  "hidden": [16, 16, 16]},
     "iaf-affine": {"kind": "iaf", "transform": "affine"},
     "iaf-rqs": {"kind": "iaf", "transform": "rqs"},
+    "iaf-rqs-inverse-map": {"kind": "iaf", "transform": "rqs", "iaf_map": "inverse"},
 }
 
 

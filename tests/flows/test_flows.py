@@ -91,7 +91,8 @@ def test_made_connectivity():
         assert jac[4, :, :4].abs().sum(0).min().item() > 0.0
 
 
-@pytest.mark.parametrize("name", ["coupling-rqs", "maf-rqs", "iaf-affine", "coupling-affine"])
+@pytest.mark.parametrize("name", ["coupling-rqs", "maf-rqs", "iaf-affine", "coupling-affine",
+                                  "iaf-rqs-inverse-map"])
 def test_two_dimensional_density_integrates_to_one(name):
     flow = make_flow(name, features=2, std=0.15)
     n = 600
