@@ -87,13 +87,10 @@ caloflow-tiny: install
 # The CPU-affordable path the README's CaloFlow figures were measured on (hours on 2 cores):
 # 30k synthetic showers, Flow II and student at H = 128.
 CALO_CPU := outputs/caloflow-cpu-$(PARTICLE)
-CALO_CPU_EVAL := eval.n_samples=10000 classifier.epochs=60 classifier.patience=10
+# The chain behind the README's CPU student rows (teacher 8 epochs, student 10 epochs from the
+# teacher's weights; ~2.5 hours on 2 cores), results file in benchmarks/results/.
 caloflow-cpu: install
-	$(PY) -m flowctl.data.synth --out $(CALO_CPU)/data --n 30000 --particles $(PARTICLE)
-	$(PY) -m flowctl train config=caloflow_teacher data.path=$(CALO_CPU)/data/$(PARTICLE).h5 run_dir=$(CALO_CPU)/teacher flow.hidden=[128,128] trainer.epochs=24 milestone_epochs=[8,18] trainer.lr=5e-4 energy_trainer.epochs=20 energy_milestone_epochs=[10] trainer.resume=true
-	$(PY) -m flowctl evaluate run=$(CALO_CPU)/teacher $(CALO_CPU_EVAL)
-	$(PY) -m flowctl distill config=caloflow_student teacher=$(CALO_CPU)/teacher data.path=$(CALO_CPU)/data/$(PARTICLE).h5 run_dir=$(CALO_CPU)/student flow.hidden=[128,128] trainer.epochs=20 milestone_epochs=[2,8,14] trainer.lr=2e-4 'trainer.grad_accum=[[0,2],[2,4],[8,8],[14,16]]' distill.init=teacher trainer.resume=true
-	$(PY) -m flowctl evaluate run=$(CALO_CPU)/student $(CALO_CPU_EVAL)
+	$(PY) benchmarks/calo_student.py --out $(CALO_CPU) --particle $(PARTICLE) --teacher-epochs 8 --teacher-milestones 6 --recipe cosine --student-lr 1e-4 --student-epochs 10
 
 # CaloChallenge geometries (README "Calorimeter showers"): synthetic files in the challenge's
 # format, binning XML shipped with flowctl (data.binning=ds1_photons | ds1_pions | ds2 | ds3).

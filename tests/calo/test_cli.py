@@ -75,6 +75,18 @@ def test_distill_from_tiny_teacher(teacher: tuple[Path, Path]) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     with h5py.File(cwd / "student" / "samples.h5") as f:
         assert f["layer_0"].shape == (100, 3, 96)
+    # the student-vs-teacher diagnostics of benchmarks/calo_student.py on these runs
+    from benchmarks.calo_student_diagnostics import init_kl, nonzero_fractions, same_z
+
+    kl = init_kl(run, n=100)
+    assert set(kl) == {"inverse", "forward"} and all(v > -1.0 for v in kl.values())
+    d = same_z(run, cwd / "student", n=100)
+    assert list(d["layers"]) == ["0", "1", "2"]
+    for lay in d["layers"].values():
+        assert 0 <= lay["teacher_empty_student_not"] <= lay["empty_teacher"] <= 1
+    nz = nonzero_fractions(run, [cwd / "student"])
+    assert list(nz) == ["truth", "student"] and all(len(v) == 3 for v in nz.values())
+    assert all(0 < f < 1 for f in nz["truth"])
 
 
 def test_user_errors_are_one_line(tmp_path: Path) -> None:
