@@ -72,9 +72,13 @@ def _config(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(c, resolve=True)  # type: ignore[return-value]
 
 
-def build(name: str, role: str) -> tuple[torch.nn.Module, ShowerSampler, dict[str, Any]]:
-    """(Flow I, shower sampler, config) with the benchmark's sizes."""
+def build(name: str, role: str, iaf_map: str | None = None
+          ) -> tuple[torch.nn.Module, ShowerSampler, dict[str, Any]]:
+    """(Flow I, shower sampler, config) with the benchmark's sizes; a student samples through
+    ``iaf_map`` (default: the config's ``student.flow.iaf_map``, as ``flowctl distill``)."""
     cfg = _config(name)
+    if iaf_map is None:
+        iaf_map = ((cfg.get("student") or {}).get("flow") or {}).get("iaf_map", "forward")
     g = load_binning(name)
     n_layers, sizes = len(g.layers), g.layer_sizes
     teacher_w, student_w = WIDTHS[name]
@@ -86,13 +90,13 @@ def build(name: str, role: str) -> tuple[torch.nn.Module, ShowerSampler, dict[st
                       vl, 2)
         tspec = _fill(tspec, "flow", vl, 3 + (n_layers - 1) + vl)
         if role == "student":
-            over = {"hidden": [student_w, student_w], "dropout": 0.0}
+            over = {"hidden": [student_w, student_w], "dropout": 0.0, "iaf_map": iaf_map}
             fspec, tspec = _student_of(fspec, over), _student_of(tspec, over)
         sampler = ShowerSampler(_build(tspec, sizes), sizes, _build(fspec, sizes))
     else:
         tspec = _fill(tspec, "flow", g.n_voxels, 1 + n_layers)
         if role == "student":
-            tspec = _student_of(tspec, {"hidden": [student_w, student_w]})
+            tspec = _student_of(tspec, {"hidden": [student_w, student_w], "iaf_map": iaf_map})
         sampler = ShowerSampler(_build(tspec, sizes), sizes)
     sampler.flow.eval()
     if sampler.first is not None:
@@ -124,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["ds1_photons", "ds1_pions", "ds2"],
                     choices=sorted(WIDTHS))
-    ap.add_argument("--roles", nargs="+", default=["teacher", "student"])
+    ap.add_argument("--roles", nargs="+", default=["teacher", "student"],
+                    choices=["teacher", "student", "student-forward", "student-inverse"],
+                    help="student: the config's iaf_map; student-forward/-inverse: that map")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--batch", type=int, default=10000)
     ap.add_argument("--reps", type=int, default=2)
@@ -142,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         for role in args.roles:
             torch.manual_seed(0)
-            flow1, sampler, cfg = build(name, role)
+            base_role, _, iaf_map = role.partition("-")  # student-forward / student-inverse
+            flow1, sampler, cfg = build(name, base_role, iaf_map or None)
             flow1.to(dev)
             sampler.flow.to(dev)
             if sampler.first is not None:
@@ -156,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                         for _ in range(args.reps)]
                 best = min(runs)
                 rec = {"dataset": name, "role": role, "threads": th, "device": str(dev),
+                       "iaf_map": None if base_role == "teacher" else (
+                           iaf_map or cfg["student"]["flow"].get("iaf_map", "forward")),
                        "shower_flow_parameters": params,
                        "energy_flow_parameters": count_parameters(flow1),
                        "ms_per_shower": round(1e3 * best[0] / args.batch, 4),
