@@ -27,7 +27,10 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy as the user's environment has it: PASSIVE (set here before
+# 2026-12-01) makes the threads sleep between the incremental MAF inverse's thousands of small
+# parallel regions and made two threads slower than one (DS1 photons teacher 1.74 vs 1.22 ms,
+# results/calo_sampling-20261201-075923.json).
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -136,14 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--malloc", default="tuned", choices=["default", "tuned"],
+                    help="tuned (default): glibc thresholds as the flowctl command sets them")
     args = ap.parse_args(argv)
+    from flowctl.allocator import tune_malloc
+
+    malloc_tuned = args.malloc == "tuned" and tune_malloc()
     dev = torch.device(args.device)
     path = results_path("calo_sampling")
     payload: dict[str, Any] = {"benchmark": "calo_sampling", "batch": args.batch,
                                "reps": args.reps, "machine": machine_info(dev, {}),
                                "command": "python benchmarks/calo_sampling.py "
                                + " ".join(argv if argv is not None else sys.argv[1:]),
-                               "published_gpu_ms_per_shower": PUBLISHED, "results": []}
+                               "published_gpu_ms_per_shower": PUBLISHED,
+                               "malloc_tuned": malloc_tuned, "results": []}
     rows = []
     for name in args.datasets:
         for role in args.roles:
