@@ -105,6 +105,7 @@ def _student_settings(run: Path) -> dict[str, Any]:
     cfg = yaml.safe_load(p.read_text())
     tr = cfg.get("trainer") or {}
     return {"iaf_map": (cfg.get("flow") or {}).get("iaf_map", "forward"),
+            "dropout": (cfg.get("flow") or {}).get("dropout"),
             "distill": cfg.get("distill"),
             "trainer": {k: tr.get(k) for k in ("lr", "schedule", "epochs", "grad_accum",
                                                "warmup_steps", "milestones")}}
