@@ -113,6 +113,10 @@ def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow | ManifoldFlow:
     domain = s["domain"]
     if domain not in ("real", "unit"):
         raise ValueError(f"flow key 'domain' must be real or unit, got {domain!r}")
+    if s["iaf_map"] not in ("forward", "inverse"):
+        raise ValueError(f"flow key 'iaf_map' must be forward or inverse, got {s['iaf_map']!r}")
+    if s["iaf_map"] == "inverse" and kind != "iaf":
+        raise ValueError(f"flow key 'iaf_map: inverse' needs kind 'iaf', got {kind!r}")
     base = s["base"] or ("uniform" if domain == "unit" else "normal")
     pre: list[Transform] = [make_preprocessing(p, d) for p in s["preprocessing"]]
     if s["standardize"]:
@@ -121,10 +125,6 @@ def build(spec: Mapping[str, Any]) -> Flow | SymmetricFlow | ManifoldFlow:
         return _build_cnf(s, spec, pre, base, d, c, hidden)
     if kind == "mflow":
         return _build_mflow(s, spec, d, c, hidden)
-    if s["iaf_map"] not in ("forward", "inverse"):
-        raise ValueError(f"flow key 'iaf_map' must be forward or inverse, got {s['iaf_map']!r}")
-    if s["iaf_map"] == "inverse" and kind != "iaf":
-        raise ValueError(f"flow key 'iaf_map: inverse' needs kind 'iaf', got {kind!r}")
     perm_spec = s["permutation"]
     if perm_spec is None:
         perm_spec = "random" if kind == "coupling" else "reverse"

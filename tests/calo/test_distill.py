@@ -224,7 +224,15 @@ def test_inverted_student_starts_closer_than_the_mirrored_one() -> None:
 def test_iaf_map_is_checked() -> None:
     import pytest
 
+    from flowctl.flows import Inverted, MaskedAutoregressive
+
     with pytest.raises(ValueError, match="iaf_map"):
         build({**_pair_spec(), "iaf_map": "inverse"})  # a maf
+    with pytest.raises(ValueError, match="iaf_map"):  # not silently ignored by a cnf
+        build({"kind": "cnf", "features": 2, "iaf_map": "inverse"})
     with pytest.raises(ValueError, match="forward or inverse"):
         build({**_pair_spec(), "kind": "iaf", "iaf_map": "backward"})
+    # a student run written before the key existed keeps the forward map
+    old = build({**_pair_spec(), "kind": "iaf"})
+    fams = [m.family for m in old.modules() if isinstance(m, MaskedAutoregressive)]
+    assert fams and not any(isinstance(f, Inverted) for f in fams)
