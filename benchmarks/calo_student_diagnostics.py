@@ -13,6 +13,7 @@ Units: KL in nats per shower (Flow II's preprocessed units); fractions of voxel 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,11 @@ from flowctl.training.distill import DistillLoss, copy_permutations, init_from_t
 EMPTY_LOGIT = -13.0
 
 
+@functools.lru_cache(maxsize=2)
 def _setup(teacher_dir: Path, n: int) -> tuple[Any, list[int] | None, torch.Tensor,
                                                  dict[str, Any], list[slice]]:
     """(teacher, the flow's layer sizes, test contexts [n, C], teacher config, the voxel
-    slice of every calorimeter layer)."""
+    slice of every calorimeter layer); loaded once per teacher and ``n`` (read-only use)."""
     tcfg = read_config(teacher_dir)
     sizes = calo._layer_sizes(tcfg, teacher_dir)
     teacher = calo._load(teacher_dir, dict(tcfg["flow"]), sizes).eval()
@@ -92,7 +94,7 @@ def nonzero_fractions(teacher_dir: Path, run_dirs: list[Path], threshold_mev: fl
 
     tcfg = read_config(teacher_dir)
     _, test = calo.load_data(tcfg["data"], calo.geometry(tcfg, teacher_dir))
-    sets = {"truth": test}
+    sets: dict[str, Any] = {"truth": test}
     for run in run_dirs:
         if (run / "samples.h5").exists():
             sets[run.name] = read_showers(run / "samples.h5", "auto", None)
