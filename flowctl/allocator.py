@@ -7,7 +7,8 @@ the same few-MiB temporaries can pay page faults for every one of them. How ofte
 what the process allocated before: flowctl's W2 sampling benchmark took 513 and 502 ms in two
 processes and 378 ms in a third. :func:`tune_malloc` fixes both thresholds high (32 MiB and
 256 MiB): the same W2 sampling then took 325 ms in a run where every library got the setting
-alike (``benchmarks/flows.py --malloc tuned``, benchmarks/results/flows-20261201-054555.json). The process keeps up to 256 MiB of freed heap.
+alike (``benchmarks/flows.py --malloc tuned``, benchmarks/results/flows-20261201-054555.json).
+The process keeps up to 256 MiB of freed heap.
 
 The ``flowctl`` command calls it at start; the library does not (importing it changes nothing).
 ``FLOWCTL_MALLOC=default`` in the environment opts out; on a C library other than glibc it does

@@ -14,7 +14,6 @@ replaced by the identity with ``torch.where`` (static shapes, no boolean indexin
 the inverse uses the cancellation-free root chosen by the sign of ``b``.
 """
 
-
 from __future__ import annotations
 
 import math
@@ -374,10 +373,10 @@ def spline_layout(bins: int, bound: float | None = None,
     parameters per element) or, with ``bound=None``, of :func:`unit_rqs` (3K+1)."""
     if bound is None:
         layout = SplineLayout(bins, (0.0, 1.0, 0.0, 1.0), pad_ones=False,
-                         min_derivative=min_derivative)
+                              min_derivative=min_derivative)
     else:
         layout = SplineLayout(bins, (-bound, bound, -bound, bound), pad_ones=True,
-                         min_derivative=min_derivative)
+                              min_derivative=min_derivative)
     _check_layout(layout)
     return layout
 
@@ -485,7 +484,7 @@ def rational_quadratic_spline(
         (zero outside the interval).
     """
     layout = SplineLayout(width_logits.shape[-1], (left, right, bottom, top), pad_ones=False,
-                     min_sizes=(min_bin_width, min_bin_height))
+                          min_sizes=(min_bin_width, min_bin_height))
     return _spline(inputs, width_logits, height_logits, derivatives, layout, inverse)
 
 
