@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .core import Transform
 from .elementwise import ElementwiseFamily
+from .linear import Linear
 from .made import activate_fresh, make_activation
 from .splines import SplineLayout, spline_knot_major
 
@@ -40,7 +41,7 @@ class MLP(nn.Module):
         if residual and len(set(hidden)) != 1:
             raise ValueError(f"residual conditioner needs equal hidden widths, got {hidden}")
         self.residual = residual
-        self.input_layer = nn.Linear(in_features, hidden[0])
+        self.input_layer = Linear(in_features, hidden[0])
         if residual:
             self.hidden_layers = nn.ModuleList(
                 nn.Linear(hidden[0], hidden[0]) for _ in range(2 * (len(hidden) - 1)))

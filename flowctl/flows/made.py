@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .linear import Linear, linear
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
                "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
@@ -151,11 +152,11 @@ class MaskedLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if len(self.blocks) < 2 or x.device.type != "cpu" or x.dim() != 2:
-            return F.linear(x, self.weight * self.mask, self.bias)
+            return linear(x, self.weight * self.mask, self.bias)
         if not torch.is_grad_enabled():
             return _blocked_linear(x, self.weight, self.mask, self.bias, self.blocks)[0]
         if x.shape[0] < MIN_SKIP_ROWS or self.weight.numel() < MIN_SKIP_WEIGHTS:
-            return F.linear(x, self.weight * self.mask, self.bias)
+            return linear(x, self.weight * self.mask, self.bias)
         return _BlockedMaskedLinear.apply(x, self.weight, self.mask, self.bias, self.blocks)
 
 
@@ -189,7 +190,7 @@ class MADE(nn.Module):
         in_deg = torch.arange(1, features + 1)
         degrees = [hidden_degrees(h, features) for h in hidden]
         self.input_layer = MaskedLinear(in_deg, degrees[0], strict=False)
-        self.context_layer = nn.Linear(context, hidden[0]) if context > 0 else None
+        self.context_layer = Linear(context, hidden[0]) if context > 0 else None
         if residual:  # one residual block of two masked layers per further entry of `hidden`
             pairs = [(degrees[0], degrees[0])] * (2 * (len(hidden) - 1))
         else:
