@@ -58,8 +58,15 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.output_layer(self.hidden_state(x))
 
-    def hidden_state(self, x: Tensor) -> Tensor:
-        """The last hidden layer after its activation (and dropout), ``[N, H]``."""
+    def hidden_state(self, x: Tensor, out: list[Tensor] | None = None) -> Tensor:
+        """The last hidden layer after its activation (and dropout), ``[N, H]``.
+
+        ``out``: without autograd, one buffer ``[>= N, H_i]`` per hidden layer (extra entries are
+        ignored) that the layers
+        write into instead of allocating (the chunked no-grad passes reuse them from chunk to
+        chunk: no fresh page-faulted memory per chunk). Ignored for residual networks."""
+        if out is not None and not self.residual and not torch.is_grad_enabled():
+            return self._hidden_state_into(x, out)
         h = self.input_layer(x)
         if self.residual:
             for first, second in zip(self.hidden_layers[0::2], self.hidden_layers[1::2]):
@@ -70,6 +77,13 @@ class MLP(nn.Module):
             h = self.dropout(activate_fresh(self.activation, h))
             for layer in self.hidden_layers:
                 h = self.dropout(activate_fresh(self.activation, layer(h)))
+        return h
+
+    def _hidden_state_into(self, x: Tensor, out: list[Tensor]) -> Tensor:
+        h = x
+        for layer, buf in zip([self.input_layer, *self.hidden_layers], out):
+            h = torch.addmm(layer.bias, h, layer.weight.t(), out=buf[:x.shape[0]])
+            h = self.dropout(activate_fresh(self.activation, h))
         return h
 
 
@@ -120,12 +134,15 @@ class Coupling(Transform):
         if rows >= n or torch.is_grad_enabled() or x.device.type != "cpu":
             return self._couple_rows(x, context, inverse)
         per_row = context is not None and context.shape[0] == n
+        work = [x.new_empty(rows, layer.out_features)
+                for layer in [self.net.input_layer, *self.net.hidden_layers,
+                              self.net.output_layer]]
         parts = [self._couple_rows(x[i:i + rows], context[i:i + rows] if per_row else context,
-                                   inverse) for i in range(0, n, rows)]
+                                   inverse, work) for i in range(0, n, rows)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def _couple_rows(self, x: Tensor, context: Tensor | None,
-                     inverse: bool) -> tuple[Tensor, Tensor]:
+    def _couple_rows(self, x: Tensor, context: Tensor | None, inverse: bool,
+                     work: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         x_id = x.index_select(1, self.identity_idx)
         x_tr = x.index_select(1, self.transform_idx)
         layout = self.family.knot_major_layout()
@@ -133,7 +150,8 @@ class Coupling(Transform):
         # autograd or in the x -> y direction (y -> x under autograd is the reference)
         if (layout is not None and x.dim() == 2 and x.device.type == "cpu"
                 and not (inverse and torch.is_grad_enabled())):
-            y_tr, ladj_sum = self._spline_knot_major(x_id, x_tr, context, layout, inverse)
+            y_tr, ladj_sum = self._spline_knot_major(x_id, x_tr, context, layout, inverse,
+                                                     work)
         else:
             params = self._params(x_id, context)
             step = self.family.inverse if inverse else self.family.forward
@@ -143,15 +161,22 @@ class Coupling(Transform):
         return y, ladj_sum
 
     def _spline_knot_major(self, x_id: Tensor, x_tr: Tensor, context: Tensor | None,
-                           layout: SplineLayout, inverse: bool) -> tuple[Tensor, Tensor]:
+                           layout: SplineLayout, inverse: bool,
+                           work: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """The spline family with the conditioner's last layer written transposed: one
-        ``W h^T`` gives the knot-major parameters, with no layout copies either way."""
+        ``W h^T`` gives the knot-major parameters, with no layout copies either way. ``work``:
+        the hidden layers' reusable buffers (:meth:`MLP.hidden_state`)."""
         n = x_id.shape[0]
-        h = self.net.hidden_state(x_id if context is None else torch.cat([x_id, context], -1))
+        h = self.net.hidden_state(x_id if context is None else torch.cat([x_id, context], -1),
+                                  out=work)
         last = self.net.output_layer
         weight = last.weight.index_select(0, self.param_major)
         bias = last.bias.index_select(0, self.param_major)
-        params_km = torch.addmm(bias.unsqueeze(1), weight, h.t())
+        if work is None:
+            params_km = torch.addmm(bias.unsqueeze(1), weight, h.t())
+        else:  # the last buffer, read flat: [P, n] stays contiguous for the last, short chunk
+            flat = work[-1].view(-1)[:weight.shape[0] * n].view(weight.shape[0], n)
+            params_km = torch.addmm(bias.unsqueeze(1), weight, h.t(), out=flat)
         v = x_tr.t().reshape(-1)  # element m = d * N + n, as the columns of params_km
         out, ladj = spline_knot_major(v, params_km.view(self.family.num_params, -1), layout,
                                       inverse)

@@ -88,3 +88,4 @@ def test_conditioner_gradients_unchanged(make, monkeypatch):
     off = grads()
     for a, b in zip(on, off):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
