@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from flowctl.flows.coupling import MLP
-from flowctl.flows.linear import THIN_FEATURES, Linear, _ThinLinear, linear
+from flowctl.flows.linear import THIN_FEATURES, THIN_ROWS, Linear, _ThinLinear, linear
 from flowctl.flows.made import MADE
 
 
@@ -19,12 +19,12 @@ def _grads(fn, x, w, b):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("features", [1, 4, THIN_FEATURES - 1])
+@pytest.mark.parametrize("features", sorted({THIN_FEATURES[0], 4, THIN_FEATURES[1]}))
 @pytest.mark.parametrize("x_grad", [True, False])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_values_and_gradients_match_f_linear(dtype, features, x_grad, with_bias):
     gen = torch.Generator().manual_seed(features)
-    x = torch.randn(300, features, generator=gen, dtype=dtype).requires_grad_(x_grad)
+    x = torch.randn(THIN_ROWS, features, generator=gen, dtype=dtype).requires_grad_(x_grad)
     w = torch.randn(37, features, generator=gen, dtype=dtype).requires_grad_()
     b = torch.randn(37, generator=gen, dtype=dtype).requires_grad_() if with_bias else None
     out, grads = _grads(linear, x, w, b)
@@ -37,13 +37,17 @@ def test_values_and_gradients_match_f_linear(dtype, features, x_grad, with_bias)
         torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
-def test_wide_inputs_and_no_grad_use_f_linear():
-    w = torch.randn(8, THIN_FEATURES, requires_grad=True)
-    wide = linear(torch.randn(5, THIN_FEATURES), w)
-    assert not wide.grad_fn.name().startswith("_ThinLinear")
+def test_outside_the_measured_range_f_linear_runs():
+    """One feature, more than the upper width, fewer rows, no grad, 3-d: the plain product."""
+    low, high = THIN_FEATURES
+    for rows, features in [(THIN_ROWS, low - 1), (THIN_ROWS, high + 1), (THIN_ROWS - 1, low)]:
+        w = torch.randn(8, features, requires_grad=True)
+        out = linear(torch.randn(rows, features), w)
+        assert not out.grad_fn.name().startswith("_ThinLinear"), (rows, features)
+    w = torch.randn(8, low, requires_grad=True)
     with torch.no_grad():
-        assert linear(torch.randn(5, 3), w[:, :3]).grad_fn is None
-    batched = linear(torch.randn(2, 5, 3), w[:, :3])  # 3-d input: plain F.linear
+        assert linear(torch.randn(THIN_ROWS, low), w).grad_fn is None
+    batched = linear(torch.randn(2, THIN_ROWS, low), w)
     assert not batched.grad_fn.name().startswith("_ThinLinear")
 
 
@@ -67,24 +71,25 @@ def test_linear_module_keeps_nn_linear_state_dict():
 
 @pytest.mark.parametrize("make", [
     lambda: MLP(3, 10, [32, 32]),
-    lambda: MADE(5, 2, [24, 24], context=2),
+    lambda: MADE(5, 2, [24, 24], context=2),  # input (5) and context (2) layers
 ])
 def test_conditioner_gradients_unchanged(make, monkeypatch):
     """A coupling MLP and a conditional MADE give the same parameter gradients with the thin
-    path on and off (``THIN_FEATURES = 0`` turns it off)."""
+    path on and off (an empty ``THIN_FEATURES`` range turns it off)."""
     torch.manual_seed(3)
     net = make()
     for p in net.parameters():  # undo the zeroed output layer so every gradient is non-zero
         torch.nn.init.normal_(p, std=0.3)
-    x = torch.randn(64, 3 if isinstance(net, MLP) else 5, requires_grad=True)
-    args = (x,) if isinstance(net, MLP) else (x, torch.randn(64, 2))
+    x = torch.randn(THIN_ROWS, 3 if isinstance(net, MLP) else 5, requires_grad=True)
+    args = (x,) if isinstance(net, MLP) else (x, torch.randn(THIN_ROWS, 2))
 
     def grads():
         out = net(*args)
         return torch.autograd.grad(out.square().sum(), [x, *net.parameters()])
 
+    assert net.input_layer(x).grad_fn.name().startswith("_ThinLinear")
     on = grads()
-    monkeypatch.setattr("flowctl.flows.linear.THIN_FEATURES", 0)
+    monkeypatch.setattr("flowctl.flows.linear.THIN_FEATURES", (1, 0))
     off = grads()
     for a, b in zip(on, off):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
