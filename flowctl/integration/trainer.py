@@ -42,6 +42,7 @@ from flowctl.integration.strata import (
     stratified_uniform,
     unit_latent_map,
 )
+from flowctl.training.optimizers import adam
 
 __all__ = ["FORMAT", "TRAINER_DEFAULTS", "NISResult", "beta_at", "check_trainer", "lr_at",
            "pos_int",
@@ -166,7 +167,7 @@ def train_sampler(flow: torch.nn.Module, f: Callable[[Tensor], Tensor], tr: dict
     dim = int(flow.features)
     n_online = math.ceil(budget / batch) if budget else 0
     total_steps = n_online * (1 + k_buf)
-    opt = torch.optim.Adam(flow.parameters(), lr=float(tr["lr"]))
+    opt = adam(flow.parameters(), lr=float(tr["lr"]))
     buf = Buffer(cap, dim, device) if cap > 0 else None
     gen = torch.Generator(device=device).manual_seed(seed + 12345)
     strat = bool(tr.get("stratify_batches")) and is_unit_flow(flow)

@@ -44,6 +44,7 @@ from .checkpoint import (
 )
 from .config import accum_at, validate_config
 from .errors import TrainingError, TrainingInterrupted
+from .optimizers import adam
 from .progress import Progress
 from .schedules import LRSchedule
 
@@ -212,8 +213,8 @@ class _Run:
         if not params:
             raise TrainingError("the model has no trainable parameters")
         self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=c["lr"], betas=tuple(c["betas"]),
-                                           weight_decay=c["weight_decay"])
+        self.optimizer = adam(params, lr=c["lr"], betas=tuple(c["betas"]),
+                              weight_decay=c["weight_decay"], decoupled=True)
 
         # progress state (everything below goes into checkpoints)
         self.epoch = 0              # completed epochs
