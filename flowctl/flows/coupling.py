@@ -61,10 +61,9 @@ class MLP(nn.Module):
     def hidden_state(self, x: Tensor, out: list[Tensor] | None = None) -> Tensor:
         """The last hidden layer after its activation (and dropout), ``[N, H]``.
 
-        ``out``: without autograd, one buffer ``[>= N, H_i]`` per hidden layer (extra entries are
-        ignored) that the layers
-        write into instead of allocating (the chunked no-grad passes reuse them from chunk to
-        chunk: no fresh page-faulted memory per chunk). Ignored for residual networks."""
+        ``out``: without autograd, one buffer ``[>= N, H_i]`` per hidden layer (extra entries
+        are ignored) that the layers write into instead of allocating: the chunked no-grad
+        passes reuse them from chunk to chunk. Ignored for residual networks."""
         if out is not None and not self.residual and not torch.is_grad_enabled():
             return self._hidden_state_into(x, out)
         h = self.input_layer(x)
