@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .linear import Linear, linear
@@ -65,6 +66,11 @@ def prefix_blocks(in_degrees: Tensor, out_degrees: Tensor, strict: bool,
 # CPU: 1.4x less CPU time for W1's 504 -> 11 592 output layer at batch 256, none for 128 x 128)
 MIN_SKIP_ROWS = 128
 MIN_SKIP_WEIGHTS = 1 << 16
+# Without autograd, blocked / dense time on a 2-core CPU (2 threads; 1 thread alike): W1's
+# 504 -> 11 592 output layer (5.8M weights) 0.52-0.77 at 64-1024 rows, its 504 x 504 hidden layer
+# 1.07-1.22, a 128 x 128 layer 1.07 (4096 rows) to 5 (64 rows), 4 -> 128 and 128 -> 32 3-12:
+# eight small products cost more than the multiply-adds they skip.
+MIN_SKIP_WEIGHTS_NO_GRAD = 1 << 20
 
 
 def _blocked_linear(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor,
@@ -134,9 +140,10 @@ class MaskedLinear(nn.Linear):
 
     With degree-sorted units the mask is block lower-triangular. On the CPU the product skips
     the all-zero blocks (each of ``SKIP_BLOCKS`` row blocks reads only the input prefix it can
-    see: about 56 % of the dense multiply-adds): without autograd always, with autograd (then
-    also in both backward products) from ``MIN_SKIP_ROWS`` rows and ``MIN_SKIP_WEIGHTS`` weights on. On a GPU, for unsorted
-    degrees or for small batches under autograd it is one dense product.
+    see: about 56 % of the dense multiply-adds) where that measured faster: without autograd
+    from ``MIN_SKIP_WEIGHTS_NO_GRAD`` weights on, with autograd (then also in both backward
+    products) from ``MIN_SKIP_ROWS`` rows and ``MIN_SKIP_WEIGHTS`` weights on. Otherwise, on a
+    GPU and for unsorted degrees it is one dense product.
     """
 
     def __init__(self, in_degrees: Tensor, out_degrees: Tensor, strict: bool) -> None:
@@ -154,6 +161,8 @@ class MaskedLinear(nn.Linear):
         if len(self.blocks) < 2 or x.device.type != "cpu" or x.dim() != 2:
             return linear(x, self.weight * self.mask, self.bias)
         if not torch.is_grad_enabled():
+            if self.weight.numel() < MIN_SKIP_WEIGHTS_NO_GRAD:
+                return F.linear(x, self.weight * self.mask, self.bias)
             return _blocked_linear(x, self.weight, self.mask, self.bias, self.blocks)[0]
         if x.shape[0] < MIN_SKIP_ROWS or self.weight.numel() < MIN_SKIP_WEIGHTS:
             return linear(x, self.weight * self.mask, self.bias)

@@ -245,11 +245,13 @@ def test_row_chunk_bounds():
 
 
 @pytest.mark.parametrize("residual", [False, True])
-def test_zero_skipping_masked_product_equals_dense(residual):
-    """Without autograd MaskedLinear multiplies only the blocks its mask can reach; every
-    skipped column block must be all zero in the mask, and the result equal the dense one."""
+def test_zero_skipping_masked_product_equals_dense(residual, monkeypatch):
+    """Without autograd MaskedLinear multiplies only the blocks its mask can reach (here for
+    every size: the threshold is lowered); every skipped column block must be all zero in the
+    mask, and the result equal the dense one."""
     from flowctl.flows.made import MADE, MaskedLinear
 
+    monkeypatch.setattr("flowctl.flows.made.MIN_SKIP_WEIGHTS_NO_GRAD", 0)
     torch.manual_seed(0)
     made = MADE(37, 4, [50, 50] if residual else [50, 23], context=2, residual=residual)
     for p in made.parameters():
@@ -275,6 +277,20 @@ def test_zero_skipping_masked_product_equals_dense(residual):
             out.weight[r0:r1, c:] = float("nan")
         assert bool(made(x, ctx).isfinite().all())
     assert not bool(made(x, ctx).isfinite().all())
+
+
+def test_small_layers_without_autograd_use_one_dense_product():
+    """Below MIN_SKIP_WEIGHTS_NO_GRAD weights the no-grad product is the dense one (measured
+    faster): a NaN in a masked-out weight then reaches the output (NaN * 0), which the blocked
+    product would never read."""
+    from flowctl.flows.made import MIN_SKIP_WEIGHTS_NO_GRAD, MaskedLinear, hidden_degrees
+
+    layer = MaskedLinear(hidden_degrees(128, 16), hidden_degrees(128, 16), strict=False)
+    assert layer.weight.numel() < MIN_SKIP_WEIGHTS_NO_GRAD and len(layer.blocks) >= 2
+    r0, r1, c = layer.blocks[0]
+    with torch.no_grad():
+        layer.weight[r0:r1, c:] = float("nan")
+        assert not bool(layer(torch.randn(4096, 128)).isfinite().all())
 
 
 def test_blocked_masked_product_under_autograd_matches_dense_gradients():
