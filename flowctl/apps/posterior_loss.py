@@ -12,14 +12,13 @@ and would need a second graph.
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from flowctl.apps.common import UserError
+from flowctl.training.compiled_loss import CompiledLoss, has_cxx
 
 __all__ = ["AUTO_MIN_SIMULATIONS", "make_loss", "nll", "use_compile"]
 
@@ -37,7 +36,7 @@ def nll(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor
 
 
 def _has_cxx() -> bool:
-    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    return has_cxx()
 
 
 def use_compile(setting: Any, n_simulations: int, device: str = "auto") -> bool:
@@ -53,33 +52,7 @@ def use_compile(setting: Any, n_simulations: int, device: str = "auto") -> bool:
     return n_simulations >= AUTO_MIN_SIMULATIONS and on_cpu and _has_cxx()
 
 
-class _CompiledLoss:
-    """``nll`` compiled (dynamic batch size) while gradients are on, eager under ``no_grad``.
-
-    If the first compiled call fails (no working compiler), it says so once and stays eager."""
-
-    def __init__(self) -> None:
-        self.compiled: LossFn | None = torch.compile(nll, dynamic=True)
-        self.checked = False
-
-    def __call__(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        if self.compiled is None or not torch.is_grad_enabled():
-            return nll(model, batch)
-        if self.checked:
-            return self.compiled(model, batch)
-        try:
-            out = self.compiled(model, batch)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to eager
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(f"warning: torch.compile of the loss failed ({first[:200]}); training eager",
-                  file=sys.stderr)
-            self.compiled = None
-            return nll(model, batch)
-        self.checked = True
-        return out
-
-
-_COMPILED: _CompiledLoss | None = None
+_COMPILED: CompiledLoss | None = None
 
 
 def make_loss(compiled: bool) -> LossFn:
@@ -89,5 +62,5 @@ def make_loss(compiled: bool) -> LossFn:
     if not compiled:
         return nll
     if _COMPILED is None:
-        _COMPILED = _CompiledLoss()
+        _COMPILED = CompiledLoss(nll)
     return _COMPILED
