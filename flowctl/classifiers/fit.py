@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from flowctl.training.optimizers import adam
+
 __all__ = ["FitResult", "fit_classifier"]
 
 _EVAL_BATCH = 65536
@@ -65,7 +67,7 @@ def fit_classifier(make_model: Callable[[], nn.Module], xt: torch.Tensor, yt: to
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = make_model().to(dev, dtype)
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         gen = torch.Generator().manual_seed(seed)
         for epoch in range(1, epochs + 1):
             model.train()
