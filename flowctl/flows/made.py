@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .linear import Linear, linear
@@ -158,15 +157,15 @@ class MaskedLinear(nn.Linear):
         self.blocks = prefix_blocks(in_degrees, out_degrees, strict)
 
     def forward(self, x: Tensor) -> Tensor:
-        if len(self.blocks) < 2 or x.device.type != "cpu" or x.dim() != 2:
-            return linear(x, self.weight * self.mask, self.bias)
-        if not torch.is_grad_enabled():
-            if self.weight.numel() < MIN_SKIP_WEIGHTS_NO_GRAD:
-                return F.linear(x, self.weight * self.mask, self.bias)
-            return _blocked_linear(x, self.weight, self.mask, self.bias, self.blocks)[0]
-        if x.shape[0] < MIN_SKIP_ROWS or self.weight.numel() < MIN_SKIP_WEIGHTS:
-            return linear(x, self.weight * self.mask, self.bias)
-        return _BlockedMaskedLinear.apply(x, self.weight, self.mask, self.bias, self.blocks)
+        if len(self.blocks) >= 2 and x.device.type == "cpu" and x.dim() == 2:
+            weights = self.weight.numel()
+            if not torch.is_grad_enabled():
+                if weights >= MIN_SKIP_WEIGHTS_NO_GRAD:
+                    return _blocked_linear(x, self.weight, self.mask, self.bias, self.blocks)[0]
+            elif x.shape[0] >= MIN_SKIP_ROWS and weights >= MIN_SKIP_WEIGHTS:
+                return _BlockedMaskedLinear.apply(x, self.weight, self.mask, self.bias,
+                                                  self.blocks)
+        return linear(x, self.weight * self.mask, self.bias)
 
 
 class MADE(nn.Module):
