@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from flowctl.apps.common import UserError
-from flowctl.training.compiled_loss import CompiledLoss, has_cxx
+from flowctl.training.compiled_loss import CompiledLoss, compile_wanted
 
 __all__ = ["AUTO_MIN_SIMULATIONS", "make_loss", "nll", "use_compile"]
 
@@ -35,21 +35,15 @@ def nll(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor
     return -model.log_prob(theta, ctx).mean()
 
 
-def _has_cxx() -> bool:
-    return has_cxx()
-
-
 def use_compile(setting: Any, n_simulations: int, device: str = "auto") -> bool:
     """Whether to compile the loss: ``setting`` true/false, or ``auto`` (from
     :data:`AUTO_MIN_SIMULATIONS` simulations on, when training on a CPU with a C++ compiler).
 
     Raises :class:`UserError` for any other value."""
-    if isinstance(setting, bool):
-        return setting
-    if setting != "auto":
-        raise UserError(f"compile={setting!r}: expected auto, true or false")
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    return n_simulations >= AUTO_MIN_SIMULATIONS and on_cpu and _has_cxx()
+    try:
+        return compile_wanted(setting, n_simulations, AUTO_MIN_SIMULATIONS, device)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 _COMPILED: CompiledLoss | None = None

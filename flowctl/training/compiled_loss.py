@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["CompiledLoss", "has_cxx"]
+__all__ = ["CompiledLoss", "check_setting", "compile_wanted", "has_cxx"]
 
 LossFn = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
 
@@ -22,6 +22,24 @@ LossFn = Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
 def has_cxx() -> bool:
     """A C++ compiler on PATH (inductor needs one on the CPU)."""
     return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
+def check_setting(value: object) -> bool | str:
+    """A ``compile`` setting: true, false or ``"auto"``; ValueError naming the value otherwise."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError(f"compile={value!r}: expected auto, true or false")
+
+
+def compile_wanted(value: object, work: int, auto_from: int, device: str = "auto") -> bool:
+    """Whether to compile: ``value`` true/false, or ``auto``: when ``work`` (simulations,
+    optimizer steps: what the caller's threshold counts) reaches ``auto_from`` and training
+    runs on a CPU with a C++ compiler."""
+    setting = check_setting(value)
+    if isinstance(setting, bool):
+        return setting
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return work >= auto_from and on_cpu and has_cxx()
 
 
 class CompiledLoss:

@@ -17,11 +17,11 @@ from tests.posterior.test_posterior_sequential import _cfg
 
 def test_use_compile_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert use_compile(True, 10) and not use_compile(False, 10**6)
-    monkeypatch.setattr("flowctl.apps.posterior_loss._has_cxx", lambda: True)
+    monkeypatch.setattr("flowctl.training.compiled_loss.has_cxx", lambda: True)
     assert not use_compile("auto", AUTO_MIN_SIMULATIONS - 1, "cpu")
     assert use_compile("auto", AUTO_MIN_SIMULATIONS, "cpu")
     assert not use_compile("auto", 10**6, "cuda")  # auto: CPU only
-    monkeypatch.setattr("flowctl.apps.posterior_loss._has_cxx", lambda: False)
+    monkeypatch.setattr("flowctl.training.compiled_loss.has_cxx", lambda: False)
     assert not use_compile("auto", 10**6, "cpu")  # no C++ compiler: eager
     with pytest.raises(UserError, match="compile='yes'"):
         use_compile("yes", 10)
