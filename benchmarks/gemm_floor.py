@@ -11,12 +11,12 @@ flowctl would reach if everything but its matrix products took no time at all.
 ``mask floor`` = ``floor`` times the fraction of multiply-adds the MADE masks leave non-zero
 (1 for dense conditioners): the ratio if in addition every masked-out weight were skipped at no
 loss of product efficiency, which no BLAS call achieves. ``blocked floor`` = ``floor`` times the
-best time ratio measured here for the three products of one masked MADE layer (forward, input
-and weight gradient; ``[B, 128] x [128, 128]`` with W3's degrees) computed as 2, 4 or 8
-prefix blocks (the zero-skipping of ``flowctl.flows.made``) against the dense products: what
-skipping with BLAS calls buys, applied to every product (generous: the narrower layers gain
-less). A row whose ``blocked floor`` is above a target cannot reach it by skipping masked
-blocks even if everything but the products took no time.
+best time ratio measured here for one masked MADE layer (``[B, 128] x [128, 128]`` with W3's
+degrees, forward and both backward products) through flowctl's zero-skipping product with 2,
+4 or 8 prefix blocks (``flowctl.flows.made``) against the dense product: what skipping with
+BLAS calls buys, applied to every product (generous: the narrower layers gain less). A row
+whose ``blocked floor`` is above a target cannot reach it by skipping masked blocks even if
+everything but the products took no time.
 
 Usage::
 
@@ -41,6 +41,7 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import profile
 
 from benchmarks.common import (
@@ -61,7 +62,12 @@ from benchmarks.flows import (
     train_step,
 )
 from flowctl.allocator import tune_malloc
-from flowctl.flows.made import MaskedLinear, hidden_degrees, prefix_blocks
+from flowctl.flows.made import (
+    MaskedLinear,
+    _BlockedMaskedLinear,
+    hidden_degrees,
+    prefix_blocks,
+)
 
 GEMM_OPS = {"aten::mm": 0, "aten::addmm": 1, "aten::bmm": 0, "aten::baddbmm": 1}
 # (models, features, batch) per train-step row, as in benchmarks/flows.py
@@ -121,33 +127,26 @@ def _timed(fn: Any, reps: int) -> float:
 
 def blocked_product_ratios(batch: int = 4096, width: int = 128, features: int = 16,
                            reps: int = 30) -> dict[str, float]:
-    """Time of the three products of one masked ``width x width`` MADE layer as ``k`` prefix
-    blocks over the dense products, per ``k`` (interleaved medians)."""
+    """Forward and backward of one masked ``width x width`` MADE layer through flowctl's
+    zero-skipping product with ``k`` prefix blocks (``flowctl.flows.made``), over the same
+    through the dense ``F.linear(x, weight * mask, bias)``, per ``k`` (medians)."""
     gen = torch.Generator().manual_seed(SEED)
-    x = torch.randn(batch, width, generator=gen)
-    g = torch.randn(batch, width, generator=gen)
-    bias = torch.randn(width, generator=gen)
+    x = torch.randn(batch, width, generator=gen, requires_grad=True)
+    up = torch.randn(batch, width, generator=gen)
     deg = hidden_degrees(width, features)
-    weight = torch.randn(width, width, generator=gen) * (deg[:, None] >= deg[None, :])
-    out, gx, gw = torch.empty(batch, width), torch.empty(batch, width), torch.zeros(width, width)
+    layer = MaskedLinear(deg, deg, strict=False)
 
-    def dense() -> None:
-        torch.addmm(bias, x, weight.t(), out=out)
-        torch.mm(g, weight, out=gx)
-        torch.mm(g.t(), x, out=gw)
+    def step(product: Any) -> None:
+        torch.autograd.backward(product(), up)
 
-    def blocked(blocks: tuple[tuple[int, int, int], ...], parts: list[torch.Tensor]) -> None:
-        gx.zero_()
-        for (r0, r1, c), w in zip(blocks, parts):
-            torch.addmm(bias[r0:r1], x[:, :c], w.t(), out=out[:, r0:r1])
-            gx[:, :c].addmm_(g[:, r0:r1], w)
-            torch.mm(g[:, r0:r1].t(), x[:, :c], out=gw[r0:r1, :c])
-
+    dense = _timed(partial(step, lambda: F.linear(x, layer.weight * layer.mask, layer.bias)),
+                   reps)
     ratios = {}
     for k in (2, 4, 8):
         blocks = prefix_blocks(deg, deg, strict=False, blocks=k)
-        parts = [weight[r0:r1, :c].contiguous() for r0, r1, c in blocks]
-        ratios[str(k)] = _timed(partial(blocked, blocks, parts), reps) / _timed(dense, reps)
+        product = partial(_BlockedMaskedLinear.apply, x, layer.weight, layer.mask, layer.bias,
+                          blocks)
+        ratios[str(k)] = _timed(partial(step, product), reps) / dense
     return ratios
 
 
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                                               for name in ("zuko", "nflows", "normflows")})
     start = time.perf_counter()
     blocked = blocked_product_ratios()
-    print("masked 128 x 128 layer, batch 4096, three products as k prefix blocks / dense: "
+    print("masked 128 x 128 layer, batch 4096, forward + backward, k prefix blocks / dense: "
           + ", ".join(f"k={k} {v:.2f}" for k, v in blocked.items()), flush=True)
     rows = [run_row(key, args.reps, args.warmup, args.profiled_steps, min(blocked.values()))
             for key in only]
